@@ -1,0 +1,3 @@
+from bivrec.cli import main
+
+raise SystemExit(main())

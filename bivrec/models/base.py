@@ -1,0 +1,41 @@
+"""The interface every model shares, so one training loop and one evaluator serve them all."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from bivrec.features.store import ItemFeatures
+
+
+class Recommender(nn.Module):
+    """Base class (RecBole-style) for BiVRec and every baseline.
+
+    Subclasses take ``(n_items, features, cfg)`` where ``cfg`` is the merged model config (the
+    shared ``model`` keys plus the model's own section) and implement:
+
+    - ``loss(history, target) -> (total, parts)``: ``history`` [B, L] right-aligned item ids with 0
+      as padding, ``target`` [B] next item; ``parts`` maps loss-term names to floats for logging.
+    - ``user_interests(history) -> [B, K, d]``: K = 1 for single-vector models.
+    - ``item_table() -> [n_items + 1, d]``: row 0 is padding and is never recommended.
+
+    Scores are inner products ``user_interests @ item_table().T``; a multi-interest user's score
+    for an item is its best interest's score (ComiRec retrieval, see ``bivrec.evaluate``).
+    """
+
+    #: models without trainable parameters (popularity) skip the optimisation loop
+    trainable: bool = True
+
+    def __init__(self, n_items: int, features: ItemFeatures | None, cfg: dict):
+        super().__init__()
+        self.n_items = n_items
+        self.cfg = cfg
+
+    def loss(self, history: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        raise NotImplementedError
+
+    def user_interests(self, history: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def item_table(self) -> torch.Tensor:
+        raise NotImplementedError
