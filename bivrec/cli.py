@@ -1,0 +1,154 @@
+"""One command line for every pipeline stage: ``python -m bivrec <stage> --params params.yaml ...``.
+
+Snakemake rules and dvc.yaml stages both call these commands. Each stage receives only the
+params.yaml keys listed for it in ``bivrec.stages`` and writes its outputs atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from bivrec.config import ParamsError, load_params, select
+from bivrec.data.dataset import DataError
+from bivrec.stages import STAGE_PARAMS, stage_keys
+
+
+def _stage_params(args, stage: str, **wildcards) -> dict:
+    return select(load_params(args.params), stage_keys(stage, **wildcards))
+
+
+def _set_threads(threads: int | None) -> None:
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def cmd_download(args) -> None:
+    from bivrec.data.download import download
+
+    p = _stage_params(args, "download", dataset=args.dataset)
+    download(args.dataset, p["data"][args.dataset], p["seed"], Path(args.out))
+
+
+def cmd_preprocess(args) -> None:
+    from bivrec.data.preprocess import preprocess
+
+    p = _stage_params(args, "preprocess", dataset=args.dataset)
+    stats = preprocess(args.dataset, p["data"][args.dataset], p["split"], p["seed"], Path(args.raw), Path(args.out))
+    print(f"{args.dataset}: {stats}", file=sys.stderr)
+
+
+def _items(data_dir: str):
+    import pandas as pd
+
+    path = Path(data_dir) / "items.parquet"
+    if not path.exists():
+        raise DataError(f"{path}: file not found (run the preprocess stage first)")
+    return pd.read_parquet(path)
+
+
+def cmd_extract_image_features(args) -> None:
+    from bivrec.features.image import extract_image_features
+
+    _set_threads(args.threads)
+    p = _stage_params(args, "extract_image_features")
+    extract_image_features(_items(args.data), Path(args.raw), p["features"]["image"], p["seed"], Path(args.out))
+
+
+def cmd_extract_text_features(args) -> None:
+    from bivrec.features.text import extract_text_features
+
+    _set_threads(args.threads)
+    p = _stage_params(args, "extract_text_features")
+    extract_text_features(_items(args.data), p["features"]["text"], Path(args.out))
+
+
+def cmd_train(args) -> None:
+    from bivrec.runs import train_run
+
+    _set_threads(args.threads)
+    p = _stage_params(args, "train")
+    train_run(p, args.run, Path(args.data), Path(args.features), Path(args.out), progress=not args.quiet)
+
+
+def cmd_evaluate(args) -> None:
+    from bivrec.runs import evaluate_run
+
+    _set_threads(args.threads)
+    p = _stage_params(args, "evaluate")
+    evaluate_run(p, Path(args.model), Path(args.data), Path(args.features), Path(args.out), Path(args.per_user))
+
+
+def cmd_report(args) -> None:
+    from bivrec.report.build import build_report
+
+    p = _stage_params(args, "report")
+    build_report(p, Path(args.metrics), Path(args.models), Path(args.data), Path(args.out))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bivrec", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="stage", required=True, metavar="stage")
+
+    def stage(name: str, func, help_text: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help_text, description=help_text)
+        sp.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+        sp.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+        sp.set_defaults(func=func)
+        return sp
+
+    sp = stage("download", cmd_download, "fetch (or generate) a dataset's raw files")
+    sp.add_argument("--dataset", required=True)
+    sp.add_argument("--out", required=True, help="raw folder, e.g. raw/<dataset>")
+
+    sp = stage("preprocess", cmd_preprocess, "filter, remap ids and split users (ComiRec protocol)")
+    sp.add_argument("--dataset", required=True)
+    sp.add_argument("--raw", required=True)
+    sp.add_argument("--out", required=True, help="processed folder, e.g. data/<dataset>")
+
+    sp = stage("extract_image_features", cmd_extract_image_features, "encode item images")
+    sp.add_argument("--data", required=True)
+    sp.add_argument("--raw", required=True, help="folder the items' image paths are relative to")
+    sp.add_argument("--out", required=True, help="e.g. features/<dataset>/image")
+
+    sp = stage("extract_text_features", cmd_extract_text_features, "encode item texts")
+    sp.add_argument("--data", required=True)
+    sp.add_argument("--out", required=True, help="e.g. features/<dataset>/text")
+
+    sp = stage("train", cmd_train, "train one run (a model or a variant) with early stopping")
+    sp.add_argument("--run", required=True)
+    sp.add_argument("--data", required=True)
+    sp.add_argument("--features", required=True, help="features/<dataset> (with image/ and text/)")
+    sp.add_argument("--out", required=True, help="e.g. models/<dataset>/<run>")
+    sp.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    sp = stage("evaluate", cmd_evaluate, "full-ranking test metrics of a trained run")
+    sp.add_argument("--model", required=True, help="trained run folder")
+    sp.add_argument("--data", required=True)
+    sp.add_argument("--features", required=True)
+    sp.add_argument("--out", required=True, help="metrics JSON")
+    sp.add_argument("--per-user", required=True, help="per-user metrics parquet")
+
+    sp = stage("report", cmd_report, "tables and figures from all metrics")
+    sp.add_argument("--metrics", required=True, help="metrics root, e.g. results/metrics")
+    sp.add_argument("--models", required=True, help="models root (training histories)")
+    sp.add_argument("--data", required=True, help="processed data root (dataset statistics)")
+    sp.add_argument("--out", required=True, help="results folder")
+    assert set(sub.choices) == set(STAGE_PARAMS), "every stage in bivrec.stages needs a command"
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (ParamsError, DataError, FileNotFoundError) as exc:
+        print(f"bivrec {args.stage}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"bivrec {args.stage}: interrupted; no output was written (rerun to resume)", file=sys.stderr)
+        return 130
+    return 0

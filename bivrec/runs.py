@@ -1,0 +1,135 @@
+"""Train and evaluate one run (a model or a variant) from files to files."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from bivrec.atomic import atomic_path, write_json
+from bivrec.config import resolve_run
+from bivrec.data.dataset import DataError, load_dataset
+from bivrec.evaluate import evaluate
+from bivrec.features.store import load_features
+from bivrec.models import build_model
+from bivrec.train import clear_resume_state, fit, pick_device, run_fingerprint
+
+RESUME_ROOT = Path(".bivrec") / "resume"
+
+
+def _digest(paths: list[Path]) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(paths):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _inputs_digest(data_dir: Path, features_dir: Path) -> str:
+    files = list((data_dir / "split").glob("*.parquet")) + list(features_dir.glob("*/features.json"))
+    return _digest([f for f in files if f.is_file()])
+
+
+def _git_revision() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _load_inputs(data_dir: Path, features_dir: Path, max_len: int):
+    data = load_dataset(data_dir, max_len)
+    folders = {m: features_dir / m for m in ("image", "text")}
+    features = load_features(
+        folders["image"] if folders["image"].exists() else None,
+        folders["text"] if folders["text"].exists() else None,
+        data.n_items,
+    )
+    return data, features
+
+
+def _build(model_name: str, model_cfg: dict, data, features, seed: int, device: torch.device):
+    torch.manual_seed(seed)
+    model = build_model(model_name, data.n_items, features, model_cfg)
+    if hasattr(model, "fit_counts"):  # count-based models (popularity) see only training interactions
+        model.fit_counts(data.item_counts)
+    return model.to(device)
+
+
+def train_run(params: dict, run: str, data_dir: Path, features_dir: Path, out_dir: Path, progress: bool = True) -> dict:
+    """Train ``run`` and write ``out_dir`` (best.pt, last.pt, history.csv, config.json) atomically."""
+    model_name, model_cfg = resolve_run(params, run)
+    seed, train_cfg, eval_cfg = params["seed"], params["train"], params["eval"]
+    device = pick_device(train_cfg.get("device", "auto"))
+    data, features = _load_inputs(data_dir, features_dir, model_cfg["max_len"])
+    model = _build(model_name, model_cfg, data, features, seed, device)
+    fingerprint = run_fingerprint(model_name, model_cfg, train_cfg, eval_cfg, seed, _inputs_digest(data_dir, features_dir))
+    resume_dir = RESUME_ROOT / out_dir
+    started = time.perf_counter()
+    result = fit(model, data.to(device), train_cfg, eval_cfg, seed, resume_dir, fingerprint, progress)
+    wall = time.perf_counter() - started
+    checkpoint = {"model": model_name, "cfg": model_cfg, "n_items": data.n_items}
+    config = {
+        "run": run,
+        "model": model_name,
+        "model_cfg": model_cfg,
+        "train": train_cfg,
+        "seed": seed,
+        "fingerprint": fingerprint,
+        "device": str(device),
+        "best_step": result.best_step,
+        "best_valid": {eval_cfg.get("select_metric", "recall@20"): result.best_metric},
+        "train_seconds": wall,
+        "parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+    }
+    with atomic_path(out_dir) as tmp:
+        tmp.mkdir()
+        torch.save({**checkpoint, "state": result.best_state}, tmp / "best.pt")
+        torch.save({**checkpoint, "state": model.state_dict()}, tmp / "last.pt")
+        pd.DataFrame(result.history).to_csv(tmp / "history.csv", index=False)
+        (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True, default=str) + "\n")
+    clear_resume_state(resume_dir)
+    print(f"{run}: best {config['best_valid']} at step {result.best_step} ({wall:.1f}s)", file=sys.stderr)
+    return config
+
+
+def evaluate_run(params: dict, model_dir: Path, data_dir: Path, features_dir: Path, out_json: Path, out_per_user: Path) -> dict:
+    """Test-set metrics of a trained run: a metrics JSON plus per-user values for significance tests."""
+    best = model_dir / "best.pt"
+    if not best.exists():
+        raise DataError(f"{best}: file not found (run the train stage first)")
+    checkpoint = torch.load(best, map_location="cpu", weights_only=False)
+    config = json.loads((model_dir / "config.json").read_text())
+    eval_cfg = params["eval"]
+    device = pick_device(config["train"].get("device", "auto"))
+    data, features = _load_inputs(data_dir, features_dir, checkpoint["cfg"]["max_len"])
+    model = _build(checkpoint["model"], checkpoint["cfg"], data, features, config["seed"], device)
+    model.load_state_dict(checkpoint["state"])
+    started = time.perf_counter()
+    result = evaluate(model, data.test.to(device), eval_cfg["topk"], eval_cfg.get("user_batch_size", 1024))
+    summary = {
+        "run": config["run"],
+        "model": checkpoint["model"],
+        "metrics": result.metrics,
+        "best_valid": config["best_valid"],
+        "best_step": config["best_step"],
+        "test_users": len(data.test),
+        "seed": config["seed"],
+        "fingerprint": config["fingerprint"],
+        "train_seconds": config["train_seconds"],
+        "eval_seconds": time.perf_counter() - started,
+        "parameters": config["parameters"],
+        "git_revision": _git_revision(),
+        "versions": {"python": platform.python_version(), "torch": torch.__version__},
+    }
+    with atomic_path(out_per_user) as tmp:
+        pd.DataFrame({k: v for k, v in result.per_user.items()}).to_parquet(tmp, index=False)
+    write_json(out_json, summary)
+    return summary

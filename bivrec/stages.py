@@ -1,0 +1,50 @@
+"""Which params.yaml keys each pipeline stage reads.
+
+The one list both orchestrators agree on: the CLI hands a stage only these keys, the Snakefile
+records exactly these values as the rule's params (so changing them reruns the rule), and dvc.yaml
+lists the same keys per stage (checked by tests/test_workflow_consistency.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+STAGE_PARAMS: dict[str, list[str]] = {
+    "download": ["seed", "data.{dataset}"],
+    "preprocess": ["seed", "data.{dataset}", "split"],
+    "extract_image_features": ["seed", "features.image"],
+    "extract_text_features": ["features.text"],
+    "train": ["seed", "model", "variants", "train", "eval"],
+    "evaluate": ["eval"],
+    "report": ["datasets", "runs", "report"],
+}
+
+
+#: Package code each stage runs: DVC hashes these as deps, the Snakefile records their digest as a
+#: rule param, so editing a stage's code reruns that stage (and what follows) under both tools.
+STAGE_CODE: dict[str, list[str]] = {
+    "download": ["bivrec/data"],
+    "preprocess": ["bivrec/data"],
+    "extract_image_features": ["bivrec/features"],
+    "extract_text_features": ["bivrec/features"],
+    "train": ["bivrec/models", "bivrec/train.py", "bivrec/runs.py", "bivrec/evaluate.py"],
+    "evaluate": ["bivrec/models", "bivrec/runs.py", "bivrec/evaluate.py"],
+    "report": ["bivrec/report"],
+}
+
+
+def stage_keys(stage: str, **wildcards: str) -> list[str]:
+    return [key.format(**wildcards) for key in STAGE_PARAMS[stage]]
+
+
+def code_digest(stage: str, root: str | Path = ".") -> str:
+    """Content hash of the stage's code (Python sources only, in a stable order)."""
+    digest = hashlib.sha256()
+    for entry in STAGE_CODE[stage]:
+        path = Path(root) / entry
+        files = sorted(path.rglob("*.py")) if path.is_dir() else [path]
+        for file in files:
+            digest.update(str(file.relative_to(root)).encode())
+            digest.update(file.read_bytes())
+    return digest.hexdigest()[:16]

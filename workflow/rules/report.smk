@@ -1,0 +1,18 @@
+REPORT_TABLES = ["main", "datasets", "cold_start"]
+REPORT_FIGURES = ["training_curves", "metric_comparison", "cold_start"]
+
+
+rule report:
+    input:
+        metrics=expand("results/metrics/{dataset}/{run}.json", dataset=config["datasets"], run=config["runs"]),
+        per_user=expand("results/metrics/{dataset}/{run}.per_user.parquet", dataset=config["datasets"], run=config["runs"]),
+        cold_start=expand("results/metrics/{dataset}/cold_start.json", dataset=config["datasets"]),
+        models=expand("models/{dataset}/{run}", dataset=config["datasets"], run=config["runs"]),
+        data=expand("data/{dataset}", dataset=config["datasets"]),
+    output:
+        tables=expand("results/tables/{table}.{ext}", table=REPORT_TABLES, ext=["csv", "md", "tex"]),
+        figures=expand("results/figures/{figure}.{ext}", figure=REPORT_FIGURES, ext=["png", "pdf"]),
+    params:
+        stage=stage_params("report"),
+    shell:
+        "python -m bivrec report --params {PARAMS} --metrics results/metrics --models models --data data --out results"
