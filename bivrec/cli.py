@@ -82,11 +82,19 @@ def cmd_evaluate(args) -> None:
     evaluate_run(p, Path(args.model), Path(args.data), Path(args.features), Path(args.out), Path(args.per_user))
 
 
+def cmd_cold_start(args) -> None:
+    from bivrec.experiments.cold_start import cold_start
+
+    _set_threads(args.threads)
+    p = _stage_params(args, "cold_start")
+    cold_start(p, Path(args.models), Path(args.data), Path(args.features), Path(args.out))
+
+
 def cmd_report(args) -> None:
     from bivrec.report.build import build_report
 
     p = _stage_params(args, "report")
-    build_report(p, Path(args.metrics), Path(args.models), Path(args.data), Path(args.out))
+    build_report(p, Path(args.metrics), Path(args.models), Path(args.data), Path(args.features), Path(args.out))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -132,10 +140,17 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", required=True, help="metrics JSON")
     sp.add_argument("--per-user", required=True, help="per-user metrics parquet")
 
+    sp = stage("cold_start", cmd_cold_start, "metrics of every run on cold items and short histories")
+    sp.add_argument("--models", required=True, help="models/<dataset> (one folder per run)")
+    sp.add_argument("--data", required=True)
+    sp.add_argument("--features", required=True)
+    sp.add_argument("--out", required=True, help="results JSON")
+
     sp = stage("report", cmd_report, "tables and figures from all metrics")
     sp.add_argument("--metrics", required=True, help="metrics root, e.g. results/metrics")
     sp.add_argument("--models", required=True, help="models root (training histories)")
     sp.add_argument("--data", required=True, help="processed data root (dataset statistics)")
+    sp.add_argument("--features", required=True, help="features root (encoder sidecars)")
     sp.add_argument("--out", required=True, help="results folder")
     assert set(sub.choices) == set(STAGE_PARAMS), "every stage in bivrec.stages needs a command"
     return parser

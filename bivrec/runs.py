@@ -100,23 +100,29 @@ def train_run(params: dict, run: str, data_dir: Path, features_dir: Path, out_di
     return config
 
 
-def evaluate_run(params: dict, model_dir: Path, data_dir: Path, features_dir: Path, out_json: Path, out_per_user: Path) -> dict:
-    """Test-set metrics of a trained run: a metrics JSON plus per-user values for significance tests."""
+def load_trained(model_dir: Path, data_dir: Path, features_dir: Path):
+    """Rebuild a trained run's best model on its dataset: (model, data, training config)."""
     best = model_dir / "best.pt"
     if not best.exists():
         raise DataError(f"{best}: file not found (run the train stage first)")
     checkpoint = torch.load(best, map_location="cpu", weights_only=False)
     config = json.loads((model_dir / "config.json").read_text())
-    eval_cfg = params["eval"]
     device = pick_device(config["train"].get("device", "auto"))
     data, features = _load_inputs(data_dir, features_dir, checkpoint["cfg"]["max_len"])
     model = _build(checkpoint["model"], checkpoint["cfg"], data, features, config["seed"], device)
     model.load_state_dict(checkpoint["state"])
+    return model, data.to(device), config
+
+
+def evaluate_run(params: dict, model_dir: Path, data_dir: Path, features_dir: Path, out_json: Path, out_per_user: Path) -> dict:
+    """Test-set metrics of a trained run: a metrics JSON plus per-user values for significance tests."""
+    model, data, config = load_trained(model_dir, data_dir, features_dir)
+    eval_cfg = params["eval"]
     started = time.perf_counter()
-    result = evaluate(model, data.test.to(device), eval_cfg["topk"], eval_cfg.get("user_batch_size", 1024))
+    result = evaluate(model, data.test, eval_cfg["topk"], eval_cfg.get("user_batch_size", 1024))
     summary = {
         "run": config["run"],
-        "model": checkpoint["model"],
+        "model": config["model"],
         "metrics": result.metrics,
         "best_valid": config["best_valid"],
         "best_step": config["best_step"],
@@ -130,6 +136,6 @@ def evaluate_run(params: dict, model_dir: Path, data_dir: Path, features_dir: Pa
         "versions": {"python": platform.python_version(), "torch": torch.__version__},
     }
     with atomic_path(out_per_user) as tmp:
-        pd.DataFrame({k: v for k, v in result.per_user.items()}).to_parquet(tmp, index=False)
+        pd.DataFrame(result.per_user).to_parquet(tmp, index=False)
     write_json(out_json, summary)
     return summary

@@ -17,7 +17,8 @@ STAGE_PARAMS: dict[str, list[str]] = {
     "extract_text_features": ["features.text"],
     "train": ["seed", "model", "variants", "train", "eval"],
     "evaluate": ["eval"],
-    "report": ["datasets", "runs", "report"],
+    "cold_start": ["runs", "eval", "experiments.cold_start"],
+    "report": ["datasets", "runs", "eval.select_metric", "report"],
 }
 
 
@@ -30,6 +31,7 @@ STAGE_CODE: dict[str, list[str]] = {
     "extract_text_features": ["bivrec/features"],
     "train": ["bivrec/models", "bivrec/train.py", "bivrec/runs.py", "bivrec/evaluate.py"],
     "evaluate": ["bivrec/models", "bivrec/runs.py", "bivrec/evaluate.py"],
+    "cold_start": ["bivrec/experiments", "bivrec/models", "bivrec/runs.py", "bivrec/evaluate.py"],
     "report": ["bivrec/report"],
 }
 

@@ -9,10 +9,12 @@ rule report:
         cold_start=expand("results/metrics/{dataset}/cold_start.json", dataset=config["datasets"]),
         models=expand("models/{dataset}/{run}", dataset=config["datasets"], run=config["runs"]),
         data=expand("data/{dataset}", dataset=config["datasets"]),
+        features=expand("features/{dataset}/{modality}", dataset=config["datasets"], modality=["image", "text"]),
     output:
         tables=expand("results/tables/{table}.{ext}", table=REPORT_TABLES, ext=["csv", "md", "tex"]),
         figures=expand("results/figures/{figure}.{ext}", figure=REPORT_FIGURES, ext=["png", "pdf"]),
+        summary="results/report.md",
     params:
         stage=stage_params("report"),
     shell:
-        "python -m bivrec report --params {PARAMS} --metrics results/metrics --models models --data data --out results"
+        "python -m bivrec report --params {PARAMS} --metrics results/metrics --models models --data data --features features --out results"

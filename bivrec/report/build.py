@@ -1,0 +1,112 @@
+"""The report stage: every table and figure of the paper's results from the metrics files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from bivrec.atomic import write_text
+from bivrec.data.dataset import DataError
+from bivrec.report import figures
+from bivrec.report.tables import rank_marks, significance_marks, write_table
+
+
+def _read_json(path: Path) -> dict:
+    if not path.exists():
+        raise DataError(f"{path}: file not found (run the stage that writes it first)")
+    return json.loads(path.read_text())
+
+
+def main_table(params: dict, metrics_root: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Rows = runs, columns = dataset x metric; plus rank marks and significance marks."""
+    columns, dataset_of, per_user = {}, {}, {}
+    for dataset in params["datasets"]:
+        for metric in params["report"]["table_metrics"]:
+            column = f"{dataset} {metric}" if len(params["datasets"]) > 1 else metric
+            dataset_of[column] = (dataset, metric)
+            columns[column] = {}
+        for run in params["runs"]:
+            summary = _read_json(metrics_root / dataset / f"{run}.json")
+            for metric in params["report"]["table_metrics"]:
+                if metric not in summary["metrics"]:
+                    raise DataError(f"{metrics_root / dataset / f'{run}.json'}: no metric {metric!r} (check eval.topk)")
+                column = f"{dataset} {metric}" if len(params["datasets"]) > 1 else metric
+                columns[column][run] = summary["metrics"][metric]
+            per_user[(run, dataset)] = pd.read_parquet(metrics_root / dataset / f"{run}.per_user.parquet")
+    table = pd.DataFrame(columns).reindex(params["runs"])
+    table.index.name = "model"
+    sig = significance_marks(per_user, table, params["report"]["proposed_run"], dataset_of)
+    return table, rank_marks(table), sig
+
+
+def dataset_table(params: dict, data_root: Path) -> pd.DataFrame:
+    rows = {dataset: _read_json(data_root / dataset / "stats.json") for dataset in params["datasets"]}
+    table = pd.DataFrame(rows).T
+    table.index.name = "dataset"
+    return table
+
+
+def cold_start_table(params: dict, metrics_root: Path, metric: str) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
+    frames, per_dataset = {}, {}
+    for dataset in params["datasets"]:
+        results = _read_json(metrics_root / dataset / "cold_start.json")["runs"]
+        frame = pd.DataFrame({run: {group: m.get(metric, float("nan")) for group, m in groups.items()} for run, groups in results.items()}).T
+        per_dataset[dataset] = frame
+        frames.update({f"{dataset} {group}" if len(params["datasets"]) > 1 else group: frame[group] for group in frame.columns})
+    table = pd.DataFrame(frames)
+    table.index.name = "model"
+    return table, per_dataset
+
+
+def encoder_notes(params: dict, features_root: Path) -> list[str]:
+    """One line per dataset and modality saying which encoder produced the features."""
+    notes = []
+    for dataset in params["datasets"]:
+        for modality in ("image", "text"):
+            sidecar = features_root / dataset / modality / "features.json"
+            if sidecar.exists():
+                info = json.loads(sidecar.read_text())
+                notes.append(f"- {dataset} {modality}: {info.get('description') or json.dumps(info.get('encoder', info))}")
+    return notes
+
+
+def build_report(params: dict, metrics_root: Path, models_root: Path, data_root: Path, features_root: Path, out_root: Path) -> None:
+    select_metric = params["eval"]["select_metric"]
+    table, ranks, sig = main_table(params, metrics_root)
+    proposed = params["report"]["proposed_run"]
+    write_table(
+        table, out_root / "tables" / "main", "Test metrics (full ranking over all items)", ranks, sig,
+        note=f"Best in bold, second underlined; * = {proposed} differs from the best other model "
+        "(two-sided Wilcoxon signed-rank over test users, p < 0.05).",
+    )
+    write_table(dataset_table(params, data_root), out_root / "tables" / "datasets", "Dataset statistics")
+    cold, cold_per_dataset = cold_start_table(params, metrics_root, select_metric)
+    write_table(cold, out_root / "tables" / "cold_start", f"Cold start ({select_metric})", rank_marks(cold))
+
+    histories = {
+        dataset: {run: pd.read_csv(models_root / dataset / run / "history.csv") for run in params["runs"]}
+        for dataset in params["datasets"]
+    }
+    figures.training_curves(histories, select_metric, out_root / "figures" / "training_curves")
+    comparison = {
+        dataset: table[[c for c in table.columns if c.startswith(f"{dataset} ") or len(params["datasets"]) == 1]]
+        for dataset in params["datasets"]
+    }
+    figures.grouped_bars(comparison, "test metric", out_root / "figures" / "metric_comparison")
+    figures.grouped_bars(cold_per_dataset, f"test {select_metric}", out_root / "figures" / "cold_start")
+
+    summary = [
+        "# bivrec results",
+        "",
+        "Tables: `tables/main`, `tables/datasets`, `tables/cold_start` (.csv/.md/.tex). "
+        "Figures: `figures/training_curves`, `figures/metric_comparison`, `figures/cold_start` (.png/.pdf).",
+        "",
+        "## Feature encoders",
+        *encoder_notes(params, features_root),
+        "",
+        "## Main table",
+        (out_root / "tables" / "main.md").read_text(),
+    ]
+    write_text(out_root / "report.md", "\n".join(summary))
