@@ -1,0 +1,162 @@
+"""Full-ranking evaluation over all items (ComiRec protocol) and paired significance tests.
+
+Every user of a split is scored against the whole catalogue with inner products
+``user_interests(history) @ item_table().T``. A multi-interest model follows ComiRec: each interest
+retrieves its own top-N, the candidates are merged by score, de-duplicated and cut to N. That list
+is exactly the top-N of the per-item maximum over interests (an item in the merged top-N is
+necessarily in the top-N of the interest that scores it highest), so the evaluator ranks by that
+maximum, which needs no candidate bookkeeping. Padding item 0 is never recommended.
+
+Ranking is deterministic: score descending, ties broken by the smaller item id.
+
+Metrics, per user, with ``T`` the set of distinct target items and ``hits`` the ranked top-N
+positions (1-based ``r``) holding a target:
+
+- ``recall@N`` = |hits| / |T|
+- ``ndcg@N`` (ComiRec): DCG / IDCG over |hits| positions, 0 without a hit, where
+  DCG = sum over hits of 1 / log2(r + 1)
+- ``ndcg_std@N`` (standard): DCG / IDCG over min(|T|, N) positions
+- ``hitrate@N`` = 1 if |hits| > 0 else 0
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy import stats
+
+from bivrec.data.dataset import EvalSplit
+from bivrec.models.base import Recommender
+
+METRIC_NAMES = ("recall", "ndcg", "ndcg_std", "hitrate")
+
+
+@dataclass
+class EvalResult:
+    metrics: dict[str, float]  # "recall@20", "ndcg@20", "ndcg_std@20", "hitrate@20", ... (means over users)
+    per_user: dict[str, np.ndarray]  # same keys, one value per user of the split, plus "users"
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    """The device of the model's first parameter or buffer (CPU for a model with neither)."""
+    for tensor in list(model.parameters()) + list(model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
+def evaluate(
+    model: Recommender, split: EvalSplit, topk=(20, 50), user_batch_size: int = 1024
+) -> EvalResult:
+    """Rank all items for every user of ``split`` and compute the metrics at each N in ``topk``."""
+    topk = sorted({int(n) for n in topk})
+    if not topk or topk[0] < 1:
+        raise ValueError(f"topk must be positive integers, got {topk}")
+    if len(split) and bool((split.targets > 0).sum(1).min() == 0):
+        raise ValueError("evaluation split has users without targets")
+    device = model_device(model)
+    was_training = model.training
+    model.eval()
+    per_user_parts: dict[str, list[torch.Tensor]] = {f"{m}@{n}": [] for m in METRIC_NAMES for n in topk}
+    try:
+        with torch.no_grad():
+            item_table = model.item_table().float()
+            # score buffers reused by every batch: fresh [B, N+1] allocations cost more than the matmuls
+            rows = min(user_batch_size, len(split))
+            buffers = [torch.empty(rows, item_table.shape[0], device=device) for _ in range(2)]
+            for start in range(0, len(split), user_batch_size):
+                history = split.history[start : start + user_batch_size].to(device)
+                targets = split.targets[start : start + user_batch_size].to(device)
+                interests = model.user_interests(history).float()
+                batch_buffers = [buffer[: len(history)] for buffer in buffers]
+                ranked = top_items(max_interest_scores(interests, item_table, *batch_buffers), max(topk))
+                for name, values in ranking_metrics(ranked, targets, topk).items():
+                    per_user_parts[name].append(values.cpu())
+    finally:
+        model.train(was_training)
+    per_user = {
+        name: (torch.cat(parts) if parts else torch.zeros(0)).double().numpy()
+        for name, parts in per_user_parts.items()
+    }
+    metrics = {name: float(values.mean()) if values.size else float("nan") for name, values in per_user.items()}
+    per_user["users"] = split.users.cpu().numpy()
+    return EvalResult(metrics, per_user)
+
+
+def max_interest_scores(
+    interests: torch.Tensor, item_table: torch.Tensor, out: torch.Tensor | None = None, work: torch.Tensor | None = None
+) -> torch.Tensor:
+    """[B, K, d] x [N+1, d] -> [B, N+1]: each item's best-interest score, padding column at -inf.
+
+    ``out`` and ``work`` are optional [B, N+1] buffers; one interest is scored at a time so memory
+    does not grow with K.
+    """
+    shape = (interests.shape[0], item_table.shape[0])
+    out = torch.empty(shape, device=interests.device) if out is None else out
+    work = torch.empty(shape, device=interests.device) if work is None and interests.shape[1] > 1 else work
+    torch.mm(interests[:, 0], item_table.T, out=out)
+    for k in range(1, interests.shape[1]):
+        torch.mm(interests[:, k], item_table.T, out=work)
+        torch.maximum(out, work, out=out)
+    out[:, 0] = float("-inf")
+    return out
+
+
+def top_items(scores: torch.Tensor, n: int) -> torch.Tensor:
+    """[B, N+1] scores -> [B, n] item ids, score descending, ties broken by the smaller id.
+
+    ``torch.topk`` is exact about the values but arbitrary about which of several tied items it
+    returns, so rows whose n-th and (n+1)-th best values tie get their boundary items re-chosen by
+    id; the chosen items are then ordered by (score desc, id asc) with a stable sort.
+    """
+    n = min(n, scores.shape[1] - 1)  # never more than the real items
+    values, items = torch.topk(scores, n + 1, dim=1)  # one extra value shows a tie at the boundary
+    items = items[:, :n]
+    rows = (values[:, n - 1] == values[:, n]).nonzero().squeeze(1)
+    if rows.numel():
+        tied_scores = scores[rows]
+        threshold = values[rows, n - 1 : n]
+        above = tied_scores > threshold
+        still_needed = n - above.sum(1, keepdim=True)
+        at_threshold = tied_scores == threshold
+        at_threshold[:, 0] = False  # padding may tie with real items at -inf
+        chosen = above | (at_threshold & (at_threshold.cumsum(1) <= still_needed))
+        items[rows] = chosen.nonzero()[:, 1].view(-1, n)
+    items = items.sort(dim=1).values
+    order = scores.gather(1, items).sort(dim=1, descending=True, stable=True).indices
+    return items.gather(1, order)
+
+
+def ranking_metrics(ranked: torch.Tensor, targets: torch.Tensor, topk) -> dict[str, torch.Tensor]:
+    """Per-user metrics from ranked item ids [B, n] and 0-padded targets [B, T] (duplicates count once)."""
+    hits = (ranked[:, :, None] == targets[:, None, :]).any(2).double()  # ranked ids are distinct and never 0
+    sorted_targets = targets.sort(dim=1).values
+    previous = torch.nn.functional.pad(sorted_targets[:, :-1], (1, 0))
+    n_targets = ((sorted_targets > 0) & (sorted_targets != previous)).sum(1).double()
+    discounts = 1.0 / torch.log2(torch.arange(2, hits.shape[1] + 2, device=ranked.device, dtype=torch.float64))
+    ideal_cumulative = torch.cat([discounts.new_zeros(1), discounts.cumsum(0)])  # IDCG over 0..n positions
+    out = {}
+    for n in topk:
+        n_hits = hits[:, :n].sum(1)
+        dcg = (hits[:, :n] * discounts[:n]).sum(1)
+        idcg_hits = ideal_cumulative[n_hits.long()]
+        idcg_std = ideal_cumulative[torch.clamp(n_targets, max=min(n, hits.shape[1])).long()]
+        out[f"recall@{n}"] = n_hits / n_targets
+        out[f"ndcg@{n}"] = torch.where(n_hits > 0, dcg / idcg_hits.clamp(min=1e-12), torch.zeros_like(dcg))
+        out[f"ndcg_std@{n}"] = dcg / idcg_std
+        out[f"hitrate@{n}"] = (n_hits > 0).double()
+    return out
+
+
+def paired_significance(a, b) -> float:
+    """Two-sided Wilcoxon signed-rank p-value for paired per-user values ``a`` and ``b``.
+
+    Identical inputs (all differences zero) give p = 1.
+    """
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"paired_significance needs two 1-D arrays of equal length, got {a.shape} and {b.shape}")
+    if not np.any(a != b):
+        return 1.0
+    return float(stats.wilcoxon(a, b, zero_method="wilcox", alternative="two-sided").pvalue)
