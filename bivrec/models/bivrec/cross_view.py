@@ -1,0 +1,66 @@
+"""Cross-view interest learning (paper module 3): the two views regularise each other.
+
+- Coarse-grained overall semantic similarity: InfoNCE between the ID-view and MM-view user vectors
+  of the same user, in-batch negatives, cosine similarity over temperature τ (official code).
+- Fine-grained interest allocation similarity (INFERRED, no equation recovered): both views group
+  the same multi-scale tokens into K interests; the loss compares which tokens each view puts
+  together, via the co-allocation matrix ``C = Aᵀ A`` [n, n], which does not depend on the order
+  of the interests (interest k of one view need not match interest k of the other).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+COARSE_FORMS = ("infonce", "official")
+FINE_FORMS = ("mse", "cosine")
+
+
+def _nce_direction(logits: torch.Tensor, form: str) -> torch.Tensor:
+    """Mean over rows of −log(exp(s_aa) / Σ_b exp(s_ab)) with ``form`` deciding whether b = a counts."""
+    labels = torch.arange(logits.shape[0], device=logits.device)
+    if form == "infonce":  # standard InfoNCE: the positive is in the denominator
+        return F.cross_entropy(logits, labels)
+    # official code: the denominator sums over negatives only (b ≠ a)
+    eye = torch.eye(logits.shape[0], dtype=torch.bool, device=logits.device)
+    negatives = logits.masked_fill(eye, torch.finfo(logits.dtype).min)
+    return (torch.logsumexp(negatives, 1) - logits.diagonal()).mean()
+
+
+def coarse_loss(id_user: torch.Tensor, mm_user: torch.Tensor, temperature: float, form: str = "infonce", symmetric: bool = True) -> torch.Tensor:
+    """InfoNCE between user vectors [B, d] of the two views; row a's positive is column a.
+
+    ``s_ab = cos(u_a^MM, u_b^ID) / τ``; ``symmetric`` averages the MM→ID and ID→MM directions (the
+    official code has MM→ID only and ``form="official"``).
+    """
+    if form not in COARSE_FORMS:
+        raise ValueError(f"model.bivrec.coarse_form must be one of {COARSE_FORMS}, got {form!r}")
+    if id_user.shape[0] < 2:
+        raise ValueError("the coarse cross-view loss needs at least 2 users per batch (in-batch negatives)")
+    logits = F.normalize(mm_user.float(), dim=-1) @ F.normalize(id_user.float(), dim=-1).T / temperature
+    loss = _nce_direction(logits, form)
+    if symmetric:
+        loss = (loss + _nce_direction(logits.T, form)) / 2
+    return loss
+
+
+def co_allocation(allocation: torch.Tensor) -> torch.Tensor:
+    """[B, K, n] token-to-interest allocation -> [B, n, n]: C_ij = Σ_k A_ki A_kj (same-interest weight)."""
+    return allocation.transpose(1, 2) @ allocation
+
+
+def fine_loss(id_allocation: torch.Tensor, mm_allocation: torch.Tensor, mask: torch.Tensor, form: str = "mse") -> torch.Tensor:
+    """Distance between the two views' co-allocation matrices, averaged over users.
+
+    ``mse``: ||C^ID − C^MM||_F² / n², n = the user's number of real tokens (padding columns of the
+    allocations are zero, so padding never counts). ``cosine``: 1 − cos(C^ID, C^MM) (flattened).
+    Both are 0 for identical allocations and invariant to permuting either view's interests.
+    """
+    if form not in FINE_FORMS:
+        raise ValueError(f"model.bivrec.fine_form must be one of {FINE_FORMS}, got {form!r}")
+    c_id, c_mm = co_allocation(id_allocation.float()), co_allocation(mm_allocation.float())
+    if form == "mse":
+        n_tokens = mask.sum(1).clamp(min=1).float()
+        return (((c_id - c_mm) ** 2).sum((1, 2)) / n_tokens**2).mean()
+    return (1 - F.cosine_similarity(c_id.flatten(1), c_mm.flatten(1), dim=1, eps=1e-8)).mean()

@@ -1,0 +1,178 @@
+"""Intra-view interest decomposition (paper module 2): K interest vectors per user and view.
+
+K learnable interest tokens query the multi-scale tokens of one view through two mechanisms:
+
+- Gaussian attention (INFERRED, no equation recovered): each interest k has a Gaussian over the
+  normalised token position with centre μ_k and width σ_k; its log-density is added to the content
+  logits, ``a_kj = q_k·k_j/√d − (pos_j − μ_k)² / (2σ_k²)``, softmax over tokens j.
+- Cluster attention (official code's GroupViT-style grouping block): logits ``S = (W_q Q)(W_k X)ᵀ/√d``,
+  Gumbel-softmax over the interest axis while training, straight-through one-hot so every token belongs
+  to exactly one interest in the forward pass, ``A ← A / (Σ_j A_kj + 1)``, ``Z = LN(Q + W_o A W_v X)``.
+  The ablation ``cluster: false`` replaces it by plain soft attention (softmax over tokens).
+
+Where the Gaussian acts is a reconstruction choice (``gaussian_mode``): ``stacked`` runs Gaussian
+attention first (it refines the interest tokens, in the place of the official block's optional
+cross-attention pre-step) and cluster attention on the refined tokens; ``prior`` adds the Gaussian
+log-prior to the cluster logits instead.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bivrec.models.layers import masked_softmax
+
+GAUSSIAN_MODES = ("stacked", "prior")
+GAUSSIAN_CENTRES = ("free", "token")
+_MIN_SIGMA = 1e-2
+
+
+def gaussian_log_prior(positions: torch.Tensor, centre: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """``−(pos_j − μ_k)² / (2σ_k²)`` for positions [n] and μ, σ [B, K] (or [1, K]) -> [B, K, n]."""
+    return -((positions - centre.unsqueeze(-1)) ** 2) / (2 * sigma.unsqueeze(-1) ** 2)
+
+
+class GaussianCentres(nn.Module):
+    """μ_k, σ_k of each interest's positional Gaussian.
+
+    ``free``: learned per interest, centres initialised evenly over the sequence (0 = most recent item,
+    1 = ``max_len`` items back), σ = 0.5. ``token``: predicted from the (normalised) interest token by
+    a linear layer, μ = sigmoid(·), σ = softplus(·).
+    """
+
+    def __init__(self, dim: int, n_interests: int, parameterisation: str):
+        super().__init__()
+        if parameterisation not in GAUSSIAN_CENTRES:
+            raise ValueError(f"model.bivrec.gaussian_centre must be one of {GAUSSIAN_CENTRES}, got {parameterisation!r}")
+        self.parameterisation = parameterisation
+        if parameterisation == "free":
+            self.centre = nn.Parameter((torch.arange(n_interests) + 0.5) / n_interests)
+            self.raw_sigma = nn.Parameter(torch.full((n_interests,), math.log(math.expm1(0.5 - _MIN_SIGMA))))
+        else:
+            self.head = nn.Linear(dim, 2)
+
+    def forward(self, queries: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised interest tokens [B, K, d] -> (μ, σ), each [B, K] or [1, K]."""
+        if self.parameterisation == "free":
+            return self.centre.unsqueeze(0), F.softplus(self.raw_sigma).unsqueeze(0) + _MIN_SIGMA
+        centre, raw_sigma = self.head(queries).float().unbind(-1)
+        return torch.sigmoid(centre), F.softplus(raw_sigma) + _MIN_SIGMA
+
+
+class GaussianAttention(nn.Module):
+    """Interest tokens attend to the sequence tokens with a learnable positional Gaussian prior."""
+
+    def __init__(self, dim: int, n_interests: int, centre_parameterisation: str, dropout: float):
+        super().__init__()
+        self.norm_queries = nn.LayerNorm(dim, eps=1e-12)
+        self.norm_tokens = nn.LayerNorm(dim, eps=1e-12)
+        self.query, self.key, self.value, self.out = (nn.Linear(dim, dim) for _ in range(4))
+        self.centres = GaussianCentres(dim, n_interests, centre_parameterisation)
+        self.norm_out = nn.LayerNorm(dim, eps=1e-12)
+        self.dropout = nn.Dropout(dropout)
+
+    def attention(self, queries: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """[B, K, n] weights: each row sums to 1 over the real tokens."""
+        normed = self.norm_queries(queries)
+        content = self.query(normed) @ self.key(self.norm_tokens(tokens)).transpose(1, 2) / math.sqrt(tokens.shape[-1])
+        logits = content + gaussian_log_prior(positions, *self.centres(normed))
+        return masked_softmax(logits, mask.unsqueeze(1), dim=-1)
+
+    def forward(self, queries, tokens, mask, positions) -> tuple[torch.Tensor, torch.Tensor]:
+        weights = self.attention(queries, tokens, mask, positions)
+        gathered = weights.to(tokens.dtype) @ self.value(self.norm_tokens(tokens))
+        return self.norm_out(queries + self.dropout(self.out(gathered))), weights
+
+
+def competitive_assignment(logits: torch.Tensor, mask: torch.Tensor, tau: float, gumbel: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Assign every real token to one interest. ``logits`` [B, K, n], ``mask`` [B, 1, n].
+
+    Returns (soft, hard): ``soft`` is the softmax over the interest axis (with Gumbel noise when
+    ``gumbel``), ``hard`` its straight-through one-hot: one-hot values, the gradient of ``soft``.
+    Padding tokens get all-zero columns in both.
+    """
+    if gumbel:
+        logits = logits - torch.empty_like(logits).exponential_().log()  # + Gumbel(0, 1) noise
+    soft = masked_softmax(logits / tau, mask, dim=1)
+    one_hot = F.one_hot(soft.argmax(1), soft.shape[1]).transpose(1, 2).to(soft.dtype) * mask
+    return soft, one_hot - soft.detach() + soft
+
+
+class ClusterAttention(nn.Module):
+    """Grouping of sequence tokens into interests; ``hard=False`` gives the plain soft-attention ablation.
+
+    ``forward`` returns the interests [B, K, d] and the allocation [B, K, n]: each real token's
+    distribution over interests (``allocation_hard``: its straight-through one-hot), which the
+    fine-grained cross-view loss compares between views.
+    """
+
+    def __init__(self, dim: int, dropout: float, hard: bool, gumbel: bool, tau: float, resoftmax: bool, allocation_hard: bool):
+        super().__init__()
+        self.hard, self.gumbel, self.tau, self.resoftmax = hard, gumbel, tau, resoftmax
+        self.allocation_hard = allocation_hard
+        self.norm_queries = nn.LayerNorm(dim, eps=1e-12)
+        self.norm_tokens = nn.LayerNorm(dim, eps=1e-12)
+        self.query, self.key, self.value, self.out = (nn.Linear(dim, dim) for _ in range(4))
+        self.attn_dropout = nn.Dropout(dropout)
+        self.norm_out = nn.LayerNorm(dim, eps=1e-12)
+
+    def forward(self, queries, tokens, mask, log_prior: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        tokens = self.norm_tokens(tokens)
+        logits = self.query(self.norm_queries(queries)) @ self.key(tokens).transpose(1, 2) / math.sqrt(tokens.shape[-1])
+        if log_prior is not None:
+            logits = logits + log_prior
+        token_mask = mask.unsqueeze(1)
+        if self.hard:
+            soft, hard = competitive_assignment(logits, token_mask, self.tau, self.gumbel and self.training)
+            weights = hard / (hard.sum(-1, keepdim=True) + 1.0)  # assign_eps = 1 (official code)
+            if self.resoftmax:  # official code: a second softmax over tokens of the normalised weights
+                weights = masked_softmax(weights, token_mask, dim=-1)
+        else:
+            weights = masked_softmax(logits, token_mask, dim=-1)
+            soft, hard = competitive_assignment(logits, token_mask, 1.0, gumbel=False)
+        gathered = self.attn_dropout(weights).to(tokens.dtype) @ self.value(tokens)
+        interests = self.norm_out(queries + self.out(gathered))
+        return interests, hard if self.allocation_hard else soft
+
+
+class InterestDecomposition(nn.Module):
+    """K interest vectors [B, K, d] and the token allocation [B, K, n] of one view."""
+
+    def __init__(
+        self,
+        dim: int,
+        n_interests: int,
+        dropout: float,
+        gaussian: bool,
+        gaussian_mode: str,
+        gaussian_centre: str,
+        cluster: bool,
+        gumbel: bool,
+        gumbel_tau: float,
+        cluster_resoftmax: bool,
+        allocation_hard: bool,
+    ):
+        super().__init__()
+        if gaussian_mode not in GAUSSIAN_MODES:
+            raise ValueError(f"model.bivrec.gaussian_mode must be one of {GAUSSIAN_MODES}, got {gaussian_mode!r}")
+        self.interest_tokens = nn.Parameter(nn.init.trunc_normal_(torch.empty(n_interests, dim), std=0.02))
+        self.gaussian_attention = (
+            GaussianAttention(dim, n_interests, gaussian_centre, dropout) if gaussian and gaussian_mode == "stacked" else None
+        )
+        self.prior_centres = GaussianCentres(dim, n_interests, gaussian_centre) if gaussian and gaussian_mode == "prior" else None
+        # the token parameterisation reads normalised interest tokens; free centres read nothing
+        self.prior_norm = nn.LayerNorm(dim, eps=1e-12) if gaussian_centre == "token" else nn.Identity()
+        self.cluster = ClusterAttention(dim, dropout, cluster, gumbel, gumbel_tau, cluster_resoftmax, allocation_hard)
+
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        queries = self.interest_tokens.unsqueeze(0).expand(tokens.shape[0], -1, -1).to(tokens.dtype)
+        log_prior = None
+        if self.gaussian_attention is not None:
+            queries, _ = self.gaussian_attention(queries, tokens, mask, positions)
+        elif self.prior_centres is not None:
+            log_prior = gaussian_log_prior(positions, *self.prior_centres(self.prior_norm(queries)))
+        return self.cluster(queries, tokens, mask, log_prior)

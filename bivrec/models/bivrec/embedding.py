@@ -1,0 +1,56 @@
+"""Multi-scale interest embedding (paper module 1): the sequence cut into patches at several scales.
+
+For a view's item vectors ``E = [e_1 .. e_L]`` (right-aligned, padding masked) and each patch size p:
+
+    h_{p,j} = Σ_{t in patch j} e_t + PE_pos[j] + PE_scale[p]          (additive aggregation)
+
+Patches are non-overlapping and aligned on the most recent item (the sequence is left-padded to a
+multiple of p), and patch indices j count from the most recent patch, so extra left padding changes
+nothing. Tokens of all scales are concatenated (20 + 10 + 5 = 35 tokens for L = 20, P = {1, 2, 4}),
+then LayerNorm and dropout (official code). A patch made only of padding is masked.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class MultiScaleEmbedding(nn.Module):
+    def __init__(self, dim: int, max_len: int, patch_sizes: list[int], dropout: float):
+        super().__init__()
+        if not patch_sizes or any(p < 1 or p > max_len for p in patch_sizes) or len(set(patch_sizes)) != len(patch_sizes):
+            raise ValueError(f"model.bivrec.patch_sizes must be distinct sizes in 1..max_len={max_len}, got {patch_sizes}")
+        self.max_len = max_len
+        self.patch_sizes = list(patch_sizes)
+        self.position = nn.Embedding(max_len, dim)  # patch index counted from the most recent patch
+        self.scale = nn.Embedding(len(patch_sizes), dim)
+        self.norm = nn.LayerNorm(dim, eps=1e-12)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, item_vecs: torch.Tensor, item_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``item_vecs`` [B, L, d], ``item_mask`` [B, L] (True = real item) ->
+
+        tokens [B, n, d], token mask [B, n], token positions [n]: the patch centre's distance from
+        the most recent item divided by ``max_len`` (0 = most recent), used by Gaussian attention.
+        """
+        length = item_vecs.shape[1]
+        if length > self.max_len:
+            raise ValueError(f"history has {length} positions, more than model.max_len={self.max_len}")
+        item_vecs = item_vecs * item_mask.unsqueeze(-1).to(item_vecs.dtype)  # padding contributes 0
+        tokens, masks, positions = [], [], []
+        for scale_index, size in enumerate(self.patch_sizes):
+            n_patches = math.ceil(length / size)
+            pad = n_patches * size - length
+            patches = F.pad(item_vecs, (0, 0, pad, 0)).view(item_vecs.shape[0], n_patches, size, -1).sum(2)
+            patch_mask = F.pad(item_mask, (pad, 0)).view(item_mask.shape[0], n_patches, size).any(2)
+            from_recent = torch.arange(n_patches - 1, -1, -1, device=item_vecs.device)
+            patches = patches + self.position(from_recent) + self.scale.weight[scale_index]
+            tokens.append(patches)
+            masks.append(patch_mask)
+            positions.append((from_recent * size + (size - 1) / 2) / self.max_len)
+        tokens = self.dropout(self.norm(torch.cat(tokens, 1)))
+        return tokens, torch.cat(masks, 1), torch.cat(positions).to(tokens.dtype)

@@ -1,0 +1,171 @@
+"""BiVRec: two views (item IDs, multimodal features) trained jointly and tied by cross-view losses.
+
+    L = L_rec^ID + L_rec^MM + coarse_weight · L_coarse + fine_weight · L_fine
+
+Each view: item vectors -> multi-scale tokens (embedding.py) -> K interests (decomposition.py);
+its recommendation loss is a full softmax over all items with the ComiRec hard readout. The ID view
+scores items with learned ID embeddings, the MM view with the items' projected features only (so it
+transfers to another catalogue). See docs/model.md for the equations and the reconstructed choices.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bivrec.features.store import ItemFeatures
+from bivrec.models import register
+from bivrec.models.base import Recommender
+from bivrec.models.bivrec.cross_view import coarse_loss, fine_loss
+from bivrec.models.bivrec.decomposition import InterestDecomposition
+from bivrec.models.bivrec.embedding import MultiScaleEmbedding
+from bivrec.models.layers import full_softmax_loss, hard_readout, init_weights
+
+VIEWS = {"id": ("id",), "mm": ("mm",), "both": ("id", "mm")}
+READOUTS = ("auto", "id", "mm", "sum", "max")
+MODALITIES = ("image", "text")
+FUSIONS = ("concat", "sum")
+
+
+def _option(cfg: dict, key: str):
+    if key not in cfg:
+        raise KeyError(f"bivrec model config lacks {key!r} (set it under model: or model.bivrec: in params.yaml)")
+    return cfg[key]
+
+
+def _choice(cfg: dict, key: str, allowed) -> str:
+    value = _option(cfg, key)
+    if value not in allowed:
+        raise ValueError(f"model.bivrec.{key} must be one of {list(allowed)}, got {value!r}")
+    return value
+
+
+@register("bivrec")
+class BiVRec(Recommender):
+    def __init__(self, n_items: int, features: ItemFeatures | None, cfg: dict):
+        super().__init__(n_items, features, cfg)
+        dim, max_len, dropout = _option(cfg, "dim"), _option(cfg, "max_len"), _option(cfg, "dropout")
+        n_interests = _option(cfg, "n_interests")
+        self.views = VIEWS[_choice(cfg, "views", VIEWS)]
+        readout = _choice(cfg, "readout", READOUTS)
+        self.readout = self.views[0] if readout == "auto" else readout
+        needed = ("id", "mm") if self.readout in ("sum", "max") else (self.readout,)
+        if not set(needed) <= set(self.views):
+            raise ValueError(f"model.bivrec.readout={readout!r} needs views {needed}, but views={cfg['views']!r}")
+        self.coarse_weight, self.fine_weight = float(_option(cfg, "coarse_weight")), float(_option(cfg, "fine_weight"))
+        self.temperature = float(_option(cfg, "temperature"))
+        self.coarse_form, self.coarse_symmetric = _option(cfg, "coarse_form"), bool(_option(cfg, "coarse_symmetric"))
+        self.fine_form = _option(cfg, "fine_form")
+        allocation = _choice(cfg, "fine_allocation", ("soft", "hard"))
+
+        if "id" in self.views:
+            self.id_items = nn.Embedding(n_items + 1, dim, padding_idx=0)
+        if "mm" in self.views:
+            self._build_mm_items(features, n_items, dim, list(_option(cfg, "modalities")), _choice(cfg, "fusion", FUSIONS))
+        self.embed = nn.ModuleDict(
+            {view: MultiScaleEmbedding(dim, max_len, list(_option(cfg, "patch_sizes")), dropout) for view in self.views}
+        )
+        decomposition = dict(
+            dim=dim,
+            n_interests=n_interests,
+            dropout=dropout,
+            gaussian=bool(_option(cfg, "gaussian")),
+            gaussian_mode=_option(cfg, "gaussian_mode"),
+            gaussian_centre=_option(cfg, "gaussian_centre"),
+            cluster=bool(_option(cfg, "cluster")),
+            gumbel=bool(_option(cfg, "gumbel")),
+            gumbel_tau=float(_option(cfg, "gumbel_tau")),
+            cluster_resoftmax=bool(_option(cfg, "cluster_resoftmax")),
+            allocation_hard=allocation == "hard",
+        )
+        self.decompose = nn.ModuleDict({view: InterestDecomposition(**decomposition) for view in self.views})
+        self.cross_view = len(self.views) == 2
+        if self.cross_view and self.coarse_weight > 0:
+            # official code: user vector = MLP(mean of the K interests), one head per view
+            self.summary = nn.ModuleDict(
+                {
+                    view: nn.Sequential(
+                        nn.Linear(dim, 4 * dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(4 * dim, dim), nn.Dropout(dropout)
+                    )
+                    for view in self.views
+                }
+            )
+        self.apply(init_weights)
+
+    def _build_mm_items(self, features: ItemFeatures | None, n_items: int, dim: int, modalities: list[str], fusion: str) -> None:
+        unknown = [m for m in modalities if m not in MODALITIES]
+        if not modalities or unknown or len(set(modalities)) != len(modalities):
+            raise ValueError(f"model.bivrec.modalities must be distinct names from {MODALITIES}, got {modalities}")
+        self.modalities, self.fusion = modalities, fusion
+        self.projections = nn.ModuleDict()
+        for modality in modalities:
+            table = None if features is None else getattr(features, modality)
+            mask = None if features is None else getattr(features, f"{modality}_mask")
+            if table is None or mask is None:
+                raise ValueError(f"model.bivrec.modalities lists {modality!r} but no {modality} features were given")
+            if table.shape[0] != n_items + 1 or mask.shape != (n_items + 1,):
+                raise ValueError(
+                    f"{modality} features have {table.shape[0]} rows (mask {tuple(mask.shape)}); expected n_items + 1 = {n_items + 1}"
+                )
+            # features are inputs, not learned state: kept off the checkpoint, moved with the model
+            self.register_buffer(f"{modality}_features", table.float(), persistent=False)
+            self.register_buffer(f"{modality}_mask", mask.float().unsqueeze(1), persistent=False)
+            self.projections[modality] = nn.Linear(table.shape[1], dim)
+        real = torch.ones(n_items + 1, 1)
+        real[0] = 0
+        self.register_buffer("real_items", real, persistent=False)
+        self.fuse = nn.Linear(len(modalities) * dim, dim) if fusion == "concat" and len(modalities) > 1 else None
+
+    def mm_item_table(self) -> torch.Tensor:
+        """[N+1, d] projected, fused features of every item; a missing modality contributes 0, row 0 is 0."""
+        parts = [
+            self.projections[m](getattr(self, f"{m}_features")) * getattr(self, f"{m}_mask") for m in self.modalities
+        ]
+        table = self.fuse(torch.cat(parts, 1)) if self.fuse is not None else torch.stack(parts).sum(0)
+        return table * self.real_items
+
+    def view_table(self, view: str) -> torch.Tensor:
+        return self.id_items.weight if view == "id" else self.mm_item_table()
+
+    def view_interests(self, view: str, history: torch.Tensor, table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One view's interests [B, K, d], token allocation [B, K, n] and token mask [B, n]."""
+        tokens, mask, positions = self.embed[view](F.embedding(history, table), history > 0)
+        interests, allocation = self.decompose[view](tokens, mask, positions)
+        return interests, allocation, mask
+
+    def loss(self, history: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        terms, outputs = {}, {}
+        for view in self.views:
+            table = self.view_table(view)  # projected once per step; tokens gather its d-dim rows
+            outputs[view] = self.view_interests(view, history, table)
+            interests = outputs[view][0]
+            terms[f"rec_{view}"] = full_softmax_loss(hard_readout(interests, table[target]), table, target)
+        total = sum(terms.values())
+        if self.cross_view and self.coarse_weight > 0:
+            id_user = self.summary["id"](outputs["id"][0].mean(1))
+            mm_user = self.summary["mm"](outputs["mm"][0].mean(1))
+            terms["coarse"] = coarse_loss(id_user, mm_user, self.temperature, self.coarse_form, self.coarse_symmetric)
+            total = total + self.coarse_weight * terms["coarse"]
+        if self.cross_view and self.fine_weight > 0:
+            terms["fine"] = fine_loss(outputs["id"][1], outputs["mm"][1], outputs["id"][2], self.fine_form)
+            total = total + self.fine_weight * terms["fine"]
+        return total, {name: float(value.detach()) for name, value in terms.items()}
+
+    def user_interests(self, history: torch.Tensor) -> torch.Tensor:
+        """The readout's interests: one view's [B, K, d], or for ``sum``/``max`` fusion the pairs/blocks
+        whose inner products with ``item_table()`` give the fused score (see docs/model.md)."""
+        if self.readout in ("id", "mm"):
+            return self.view_interests(self.readout, history, self.view_table(self.readout))[0]
+        z_id = self.view_interests("id", history, self.view_table("id"))[0]
+        z_mm = self.view_interests("mm", history, self.view_table("mm"))[0]
+        if self.readout == "max":  # [z_id, 0] and [0, z_mm]: max over 2K interests = max of the views' scores
+            return torch.cat([F.pad(z_id, (0, z_mm.shape[-1])), F.pad(z_mm, (z_id.shape[-1], 0))], 1)
+        # sum: every pair (k, j) as [z_id_k, z_mm_j]; max over K² pairs = max_k s_id + max_j s_mm
+        n_interests = z_id.shape[1]
+        return torch.cat([z_id.repeat_interleave(n_interests, 1), z_mm.repeat(1, n_interests, 1)], -1)
+
+    def item_table(self) -> torch.Tensor:
+        if self.readout in ("id", "mm"):
+            return self.view_table(self.readout)
+        return torch.cat([self.view_table("id"), self.view_table("mm")], 1)
