@@ -94,7 +94,7 @@ def cmd_report(args) -> None:
     from bivrec.report.build import build_report
 
     p = _stage_params(args, "report")
-    build_report(p, Path(args.metrics), Path(args.models), Path(args.data), Path(args.features), Path(args.out))
+    build_report(p, Path(args.metrics), Path(args.experiments), Path(args.models), Path(args.data), Path(args.features), Path(args.out))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -148,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = stage("report", cmd_report, "tables and figures from all metrics")
     sp.add_argument("--metrics", required=True, help="metrics root, e.g. results/metrics")
+    sp.add_argument("--experiments", required=True, help="experiments root, e.g. results/experiments")
     sp.add_argument("--models", required=True, help="models root (training histories)")
     sp.add_argument("--data", required=True, help="processed data root (dataset statistics)")
     sp.add_argument("--features", required=True, help="features root (encoder sidecars)")

@@ -48,10 +48,10 @@ def dataset_table(params: dict, data_root: Path) -> pd.DataFrame:
     return table
 
 
-def cold_start_table(params: dict, metrics_root: Path, metric: str) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
+def cold_start_table(params: dict, experiments_root: Path, metric: str) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
     frames, per_dataset = {}, {}
     for dataset in params["datasets"]:
-        results = _read_json(metrics_root / dataset / "cold_start.json")["runs"]
+        results = _read_json(experiments_root / dataset / "cold_start.json")["runs"]
         frame = pd.DataFrame({run: {group: m.get(metric, float("nan")) for group, m in groups.items()} for run, groups in results.items()}).T
         per_dataset[dataset] = frame
         frames.update({f"{dataset} {group}" if len(params["datasets"]) > 1 else group: frame[group] for group in frame.columns})
@@ -72,7 +72,7 @@ def encoder_notes(params: dict, features_root: Path) -> list[str]:
     return notes
 
 
-def build_report(params: dict, metrics_root: Path, models_root: Path, data_root: Path, features_root: Path, out_root: Path) -> None:
+def build_report(params: dict, metrics_root: Path, experiments_root: Path, models_root: Path, data_root: Path, features_root: Path, out_root: Path) -> None:
     select_metric = params["eval"]["select_metric"]
     table, ranks, sig = main_table(params, metrics_root)
     proposed = params["report"]["proposed_run"]
@@ -82,7 +82,7 @@ def build_report(params: dict, metrics_root: Path, models_root: Path, data_root:
         "(two-sided Wilcoxon signed-rank over test users, p < 0.05).",
     )
     write_table(dataset_table(params, data_root), out_root / "tables" / "datasets", "Dataset statistics")
-    cold, cold_per_dataset = cold_start_table(params, metrics_root, select_metric)
+    cold, cold_per_dataset = cold_start_table(params, experiments_root, select_metric)
     write_table(cold, out_root / "tables" / "cold_start", f"Cold start ({select_metric})", rank_marks(cold))
 
     histories = {

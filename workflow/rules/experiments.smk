@@ -8,7 +8,7 @@ rule cold_start:
         image="features/{dataset}/image",
         text="features/{dataset}/text",
     output:
-        "results/metrics/{dataset}/cold_start.json",
+        "results/experiments/{dataset}/cold_start.json",
     params:
         stage=stage_params("cold_start"),
     shell:

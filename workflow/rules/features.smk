@@ -6,7 +6,7 @@ rule extract_image_features:
         directory("features/{dataset}/image"),
     params:
         stage=stage_params("extract_image_features"),
-    threads: workflow.cores
+    threads: 2
     shell:
         "python -m bivrec extract_image_features --params {PARAMS} --data {input.data} --raw {input.raw} --out {output}"
 
@@ -18,6 +18,6 @@ rule extract_text_features:
         directory("features/{dataset}/text"),
     params:
         stage=stage_params("extract_text_features"),
-    threads: workflow.cores
+    threads: 2
     shell:
         "python -m bivrec extract_text_features --params {PARAMS} --data {input.data} --out {output}"

@@ -6,7 +6,7 @@ rule report:
     input:
         metrics=expand("results/metrics/{dataset}/{run}.json", dataset=config["datasets"], run=config["runs"]),
         per_user=expand("results/metrics/{dataset}/{run}.per_user.parquet", dataset=config["datasets"], run=config["runs"]),
-        cold_start=expand("results/metrics/{dataset}/cold_start.json", dataset=config["datasets"]),
+        cold_start=expand("results/experiments/{dataset}/cold_start.json", dataset=config["datasets"]),
         models=expand("models/{dataset}/{run}", dataset=config["datasets"], run=config["runs"]),
         data=expand("data/{dataset}", dataset=config["datasets"]),
         features=expand("features/{dataset}/{modality}", dataset=config["datasets"], modality=["image", "text"]),
@@ -17,4 +17,4 @@ rule report:
     params:
         stage=stage_params("report"),
     shell:
-        "python -m bivrec report --params {PARAMS} --metrics results/metrics --models models --data data --features features --out results"
+        "python -m bivrec report --params {PARAMS} --metrics results/metrics --experiments results/experiments --models models --data data --features features --out results"
