@@ -14,6 +14,8 @@ from bivrec.stages import code_digest, stage_keys
 
 min_version("8.0")
 
+report: "workflow/report/workflow.rst"
+
 configfile: "params.yaml"
 validate(config, "workflow/schemas/params.schema.yaml")
 validate_params(config, "params.yaml (with --config/--configfile overrides)")

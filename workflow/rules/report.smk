@@ -12,7 +12,11 @@ rule report:
         features=expand("features/{dataset}/{modality}", dataset=config["datasets"], modality=["image", "text"]),
     output:
         tables=expand("results/tables/{table}.{ext}", table=REPORT_TABLES, ext=["csv", "md", "tex"]),
-        figures=expand("results/figures/{figure}.{ext}", figure=REPORT_FIGURES, ext=["png", "pdf"]),
+        figures=expand("results/figures/{figure}.pdf", figure=REPORT_FIGURES),
+        pngs=[
+            report(f"results/figures/{figure}.png", caption=f"../report/{figure}.rst", category="Figures")
+            for figure in REPORT_FIGURES
+        ],
         summary="results/report.md",
     params:
         stage=stage_params("report"),
