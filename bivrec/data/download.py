@@ -1,18 +1,244 @@
-"""Fetch (or generate) a dataset's raw files into ``raw/<dataset>/``, atomically."""
+"""Fetch (or generate) a dataset's raw files into ``raw/<dataset>/``, exactly as published.
+
+Sources live in params.yaml (``data.<dataset>.sources.<name>: {url, sha256, size, file}``); ``mirror``
+replaces where they come from (a local folder, ``file://`` or ``http(s)://`` base that holds each
+source under its ``file`` name). Every file is streamed to a ``.part`` file with a progress bar, resumed
+with an HTTP Range request after an interruption, retried with exponential backoff, checked against its
+sha256 and only then renamed into place. Everything is staged in ``raw/<dataset>.partial/`` (kept across
+interrupted runs, so a rerun resumes) and published as ``raw/<dataset>/`` in one rename.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import http.client
+import json
+import os
+import shutil
+import socket
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pandas as pd
+from PIL import Image
+from tqdm import tqdm
+
 from bivrec.atomic import atomic_path
+from bivrec.data.sources import resolve_url, source_file
+from bivrec.data.validate import note
+
+DOWNLOAD_DEFAULTS = {"timeout_s": 60.0, "retries": 3, "backoff_s": 2.0, "image_workers": 8}
+CHUNK = 1 << 20
+
+
+class DownloadError(RuntimeError):
+    """A source could not be fetched intact; the message names the URL and the reason."""
+
+
+class _Transient(Exception):
+    """A failure worth retrying (network hiccup, timeout, 5xx)."""
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _local_path(url: str) -> Path | None:
+    if url.startswith("file://"):
+        return Path(urllib.parse.unquote(urllib.parse.urlparse(url).path))
+    if "://" not in url:
+        return Path(url)
+    return None
+
+
+def _stream(url: str, part: Path, timeout: float, progress: bool) -> None:
+    """Append the rest of ``url`` to ``part`` (resuming from its current size)."""
+    offset = part.stat().st_size if part.exists() else 0
+    local = _local_path(url)
+    if local is not None:
+        if not local.is_file():
+            raise DownloadError(f"{url}: file not found")
+        source, total = open(local, "rb"), local.stat().st_size
+        source.seek(min(offset, total))
+        mode = "ab"
+    else:
+        request = urllib.request.Request(url, headers={"User-Agent": "bivrec"})
+        if offset:
+            request.add_header("Range", f"bytes={offset}-")
+        try:
+            source = urllib.request.urlopen(request, timeout=timeout)
+        except urllib.error.HTTPError as error:
+            if error.code == 416:  # asked past the end: the partial file is already whole
+                return
+            if error.code >= 500 or error.code == 429:
+                raise _Transient(f"HTTP {error.code} {error.reason}") from error
+            raise DownloadError(f"{url}: HTTP {error.code} {error.reason}") from error
+        except (urllib.error.URLError, socket.timeout, ConnectionError) as error:
+            raise _Transient(str(getattr(error, "reason", error))) from error
+        resumed = source.status == 206
+        mode = "ab" if resumed else "wb"
+        offset = offset if resumed else 0
+        length = source.headers.get("Content-Length")
+        total = offset + int(length) if length is not None else None
+    bar = tqdm(total=total, initial=offset, unit="B", unit_scale=True, desc=Path(part.name).stem,
+               disable=None if progress else True, file=sys.stderr, leave=False)
+    try:
+        with source, open(part, mode) as sink:
+            for block in iter(lambda: source.read(CHUNK), b""):
+                sink.write(block)
+                bar.update(len(block))
+    except (socket.timeout, TimeoutError, ConnectionError, http.client.IncompleteRead, urllib.error.URLError) as error:
+        raise _Transient(f"interrupted: {error or type(error).__name__}") from error
+    finally:
+        bar.close()
+    if total is not None and part.stat().st_size < total:
+        raise _Transient(f"connection closed after {part.stat().st_size} of {total} bytes")
+
+
+def fetch(url: str, dest: Path, sha256: str | None = None, size: int | None = None, *, timeout_s: float = 60.0,
+          retries: int = 3, backoff_s: float = 2.0, progress: bool = True) -> str:
+    """Download ``url`` to ``dest`` intact and return its sha256.
+
+    An existing ``dest`` with the expected hash is kept. A leftover ``dest.part`` is resumed. Transient
+    failures and checksum mismatches are retried ``retries`` times with exponential backoff; a mismatch
+    deletes the partial file first. Errors name the URL (and both hashes on a mismatch).
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if dest.exists():
+        actual = sha256_of(dest)
+        if sha256 is None or actual == sha256:
+            return actual
+        dest.unlink()
+    part = dest.with_name(dest.name + ".part")
+    last_error = ""
+    for attempt in range(retries + 1):
+        if attempt:
+            time.sleep(backoff_s * 2 ** (attempt - 1))
+        try:
+            _stream(url, part, timeout_s, progress)
+        except _Transient as error:
+            last_error = str(error)
+            continue
+        actual_size = part.stat().st_size if part.exists() else 0
+        actual = sha256_of(part) if part.exists() else hashlib.sha256(b"").hexdigest()
+        if size is not None and actual_size != size:
+            last_error = f"size mismatch: expected {size} bytes, got {actual_size}"
+            part.unlink(missing_ok=True)
+            continue
+        if sha256 is not None and actual != sha256:
+            last_error = f"sha256 mismatch: expected {sha256}, got {actual}"
+            part.unlink(missing_ok=True)
+            continue
+        os.replace(part, dest)
+        return actual
+    raise DownloadError(f"{url}: failed after {retries + 1} attempt(s): {last_error}")
+
+
+def _image_is_valid(path: Path) -> bool:
+    try:
+        with Image.open(path) as image:
+            image.verify()
+        return True
+    except Exception:  # any decoder complaint means the file is not a usable image
+        return False
+
+
+def fetch_images(jobs: pd.DataFrame, folder: Path, settings: dict, progress: bool = True) -> pd.DataFrame:
+    """Fetch item images with bounded concurrency; returns the failures (``name, url, error``).
+
+    ``jobs`` has columns ``name`` (file name under ``folder``), ``url`` and optionally ``sha256``.
+    Files already present and decodable (and matching their hash) are skipped, so reruns are cheap.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    hashes = jobs["sha256"] if "sha256" in jobs else pd.Series([None] * len(jobs), index=jobs.index)
+
+    def one(name: str, url: str, sha256: str | None) -> tuple[str, str, str] | None:
+        dest = folder / name
+        try:
+            fetch(url, dest, sha256, timeout_s=settings["timeout_s"], retries=settings["retries"],
+                  backoff_s=settings["backoff_s"], progress=False)
+        except DownloadError as error:
+            return name, url, str(error)
+        if not _image_is_valid(dest):
+            dest.unlink()
+            return name, url, "not a decodable image"
+        return None
+
+    with ThreadPoolExecutor(max_workers=int(settings["image_workers"])) as pool:
+        results = pool.map(one, jobs["name"], jobs["url"], hashes)
+        failures = [r for r in tqdm(results, total=len(jobs), desc="images", unit="img", file=sys.stderr,
+                                    disable=None if progress else True) if r is not None]
+    return pd.DataFrame(failures, columns=["name", "url", "error"])
+
+
+def _fetch_sources(dataset: str, cfg: dict, staging: Path, settings: dict) -> dict:
+    """Fetch every configured source into ``staging``; returns the checksum record."""
+    record = {}
+    for name, source in cfg.get("sources", {}).items():
+        file = source_file(cfg, name)
+        url = resolve_url(source["url"], file, cfg.get("mirror"))
+        digest = fetch(url, staging / file, source.get("sha256"), source.get("size"),
+                       timeout_s=settings["timeout_s"], retries=settings["retries"], backoff_s=settings["backoff_s"])
+        if source.get("sha256") is None:
+            note(f"{url}: no sha256 pinned; computed {digest} (pin it as data.{dataset}.sources.{name}.sha256)")
+        record[name] = {"url": url, "file": file, "sha256": digest, "size": (staging / file).stat().st_size}
+    return record
+
+
+def _image_jobs(cfg: dict, staging: Path) -> pd.DataFrame | None:
+    """Which item images the kind wants, read from the sources it just fetched."""
+    kind = cfg["kind"]
+    if kind == "amazon2014" and cfg.get("images", True):
+        from bivrec.data.amazon import image_urls
+
+        return image_urls(staging / source_file(cfg, "reviews"), staging / source_file(cfg, "meta"))
+    if kind in ("mmrec", "bivrec_split") and cfg.get("images", False):
+        from bivrec.data.mmrec import image_urls
+
+        return image_urls(staging / source_file(cfg, "image_urls"))
+    if kind.startswith("movielens") and cfg.get("posters"):
+        from bivrec.data.movielens import poster_jobs
+
+        return poster_jobs(cfg["posters"], staging / source_file(cfg, "poster_checksums"))
+    return None
 
 
 def download(dataset: str, dataset_cfg: dict, seed: int, out_dir: Path) -> None:
-    kind = dataset_cfg["kind"]
-    if kind == "synthetic":
+    """Write ``raw/<dataset>/``: generated for kind ``synthetic``, fetched from its sources otherwise."""
+    out_dir = Path(out_dir)
+    if dataset_cfg["kind"] == "synthetic":
         from bivrec.data.synthetic import generate
 
         with atomic_path(out_dir) as tmp:
             generate(dataset_cfg, seed, tmp)
         return
-    raise NotImplementedError(f"download of kind {kind!r} lands with issue 5")
+
+    settings = {**DOWNLOAD_DEFAULTS, **dataset_cfg.get("download", {})}
+    staging = out_dir.with_name(out_dir.name + ".partial")
+    if not staging.exists() and out_dir.is_dir():
+        # start from the last complete download (hard links, no copy) so valid files are not fetched again
+        shutil.copytree(out_dir, staging, copy_function=os.link)
+    staging.mkdir(parents=True, exist_ok=True)
+
+    record = {"sources": _fetch_sources(dataset, dataset_cfg, staging, settings)}
+    jobs = _image_jobs(dataset_cfg, staging)
+    if jobs is not None:
+        failures = fetch_images(jobs, staging / "images", settings)
+        failures.to_csv(staging / "images_failed.csv", index=False)
+        record["images"] = {"requested": int(len(jobs)), "failed": int(len(failures))}
+        if len(failures):
+            note(f"{dataset}: {len(failures)} of {len(jobs)} image(s) failed (listed in images_failed.csv); "
+                 "those items get no image")
+    (staging / "checksums.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    with atomic_path(out_dir) as tmp:
+        os.rename(staging, tmp)

@@ -29,8 +29,6 @@ from bivrec.data.validate import (
     require_users_left,
 )
 
-#: Keys of ``data.<dataset>`` that the shared preprocessing reads (every kind accepts them).
-PREPROCESS_KEYS = ("kind", "k_core", "min_rating", "duplicates", "sources", "mirror", "download")
 ITEM_TEXT_COLUMNS = ("title", "description", "categories")
 
 

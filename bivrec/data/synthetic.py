@@ -30,6 +30,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw
 
+#: keys of ``data.synthetic`` read by the shared preprocessing, not by the generator
+PREPROCESSING_KEYS = ("kind", "k_core", "duplicates")
 DEFAULTS = {
     "n_users": 2500,
     "n_items": 1200,
@@ -78,9 +80,7 @@ FILLER = [
 
 def config_with_defaults(cfg: dict) -> dict:
     """The generator's settings: ``cfg`` (params.yaml ``data.synthetic``) over the defaults."""
-    from bivrec.data.preprocess import PREPROCESS_KEYS
-
-    unknown = sorted(set(cfg) - set(DEFAULTS) - set(PREPROCESS_KEYS))
+    unknown = sorted(set(cfg) - set(DEFAULTS) - set(PREPROCESSING_KEYS))
     if unknown:
         raise ValueError(f"data.synthetic: unknown key(s) {unknown}; allowed: {sorted(DEFAULTS)}")
     merged = {**DEFAULTS, **{k: v for k, v in cfg.items() if k in DEFAULTS}}

@@ -1,0 +1,27 @@
+"""Where a dataset's raw files come from: ``data.<dataset>.sources`` and ``mirror`` in params.yaml.
+
+Each source is ``{url, sha256, size, file}``: ``file`` (default: the URL's last path part) is the
+name under ``raw/<dataset>/`` and under a mirror; ``sha256``/``size`` may be null until pinned.
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+from pathlib import Path
+
+
+def source_file(cfg: dict, name: str) -> str:
+    """The file name of source ``name`` inside the raw folder."""
+    sources = cfg.get("sources", {})
+    if name not in sources:
+        raise ValueError(f"data kind {cfg['kind']!r} needs a source named {name!r} under sources")
+    return sources[name].get("file") or Path(urllib.parse.urlparse(sources[name]["url"]).path).name
+
+
+def resolve_url(url: str, file: str, mirror: str | None) -> str:
+    """The address to fetch: ``mirror``/``file`` when a mirror is configured, else ``url``."""
+    if not mirror:
+        return url
+    if "://" in mirror:
+        return mirror.rstrip("/") + "/" + urllib.parse.quote(file)
+    return str(Path(mirror) / file)
