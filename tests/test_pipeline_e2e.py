@@ -121,3 +121,31 @@ def test_dvc_adopts_the_outputs_and_tracks_the_same_params(workdir):
         assert ran == {"train", "evaluate", "cold_start", "report"}, dry
     finally:
         write_params(workdir, {})
+
+
+def test_ctrl_c_in_training_leaves_no_output_and_rerun_resumes(workdir):
+    import signal
+    import time
+
+    write_params(workdir, {"train": {"max_steps": 2000, "eval_every": 20, "patience": 3}})
+    cmd = [sys.executable, "-m", "bivrec", "train", "--params", "params.yaml", "--run", "bivrec", "--data", "data/synthetic",
+           "--features", "features/synthetic", "--out", "models/synthetic/interrupted", "--quiet"]
+    checkpoint = workdir / ".bivrec/resume/models/synthetic/interrupted/last.pt"
+    try:
+        proc = subprocess.Popen(cmd, cwd=workdir, env=ENV, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 300
+        while not checkpoint.exists() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 130, err
+        assert "interrupted; no output was written" in err
+        assert not (workdir / "models/synthetic/interrupted").exists()
+        assert not list((workdir / "models/synthetic").glob(".interrupted*"))
+
+        log = run(cmd, workdir)
+        assert "resuming from" in log
+        assert (workdir / "models/synthetic/interrupted/best.pt").exists()
+        assert not checkpoint.exists(), "resume state is cleared once the run is complete"
+    finally:
+        write_params(workdir, {})
