@@ -49,7 +49,9 @@ class BiVRec(Recommender):
         n_interests = _option(cfg, "n_interests")
         self.views = VIEWS[_choice(cfg, "views", VIEWS)]
         readout = _choice(cfg, "readout", READOUTS)
-        self.readout = self.views[0] if readout == "auto" else readout
+        if readout == "auto":  # both views: max fusion, so a cold item can be ranked by its features
+            readout = "max" if len(self.views) == 2 else self.views[0]
+        self.readout = readout
         needed = ("id", "mm") if self.readout in ("sum", "max") else (self.readout,)
         if not set(needed) <= set(self.views):
             raise ValueError(f"model.bivrec.readout={readout!r} needs views {needed}, but views={cfg['views']!r}")
