@@ -79,7 +79,7 @@ def test_mmrec_import_keeps_ids_and_aligns_features(tmp_path):
     table = np.load(tmp_path / "out" / "imported_features" / "image.npy")
     assert table.shape == (9, 4) and (table[0] == 0).all()
     assert (table[1:, 0] == np.arange(8)).all()  # row of index i + 1 is MMRec's feature row i
-    assert stats["imported_features"] == {"image": 4}
+    assert stats["imported_image_dim"] == 4 and "imported_text_dim" not in stats
 
 
 def test_mmrec_feature_rows_must_match_items(tmp_path):

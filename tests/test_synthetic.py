@@ -25,6 +25,7 @@ SMALL = {
     "min_length": 8,
     "max_length": 24,
     "cold_fraction": 0.2,
+    "cold_popularity": 0.03,
     "image_size": 32,
 }
 SPLIT = {"valid_ratio": 0.1, "test_ratio": 0.1, "history_ratio": 0.8, "min_sequence_length": 5}

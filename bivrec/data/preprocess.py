@@ -192,8 +192,6 @@ def preprocess(dataset: str, dataset_cfg: dict, split_cfg: dict, seed: int, raw_
     item_table = _item_table(raw, item_ids, raw_dir)
     n_users, n_items, n_inter = int(user_ids.size), int(item_ids.size), int(len(interactions))
     stats = {
-        "dataset": dataset,
-        "kind": dataset_cfg["kind"],
         "users": n_users,
         "items": n_items,
         "interactions": n_inter,
@@ -210,7 +208,6 @@ def preprocess(dataset: str, dataset_cfg: dict, split_cfg: dict, seed: int, raw_
         _parquet(interactions, tmp / "interactions.parquet")
         write_split(tables, tmp / "split")
         imported = _write_imported_features(raw, item_ids, tmp / "imported_features") if raw.features else {}
-        if imported:
-            stats["imported_features"] = imported
+        stats.update({f"imported_{modality}_dim": dim for modality, dim in imported.items()})
         (tmp / "stats.json").write_text(json.dumps(stats, indent=2, sort_keys=True) + "\n")
     return stats
