@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from bivrec.config import ParamsError
 from bivrec.data.dataset import load_dataset
 from bivrec.data.download import download
 from bivrec.data.preprocess import preprocess
@@ -126,7 +127,7 @@ def test_preprocess_roundtrip(raw, tmp_path):
 
 
 def test_config_rejects_unknown_and_inconsistent_keys():
-    with pytest.raises(ValueError, match="unknown key"):
+    with pytest.raises(ParamsError, match="unknown key"):
         config_with_defaults({"kind": "synthetic", "n_userz": 3})
-    with pytest.raises(ValueError, match="interests_per_user"):
+    with pytest.raises(ParamsError, match="interests_per_user"):
         config_with_defaults({"kind": "synthetic", "n_categories": 3, "interests_per_user": [2, 5]})

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from bivrec.config import ParamsError
 from bivrec.data.dataset import DataError
 from bivrec.data.preprocess import RawData
 from bivrec.data.sources import source_file
@@ -70,7 +71,7 @@ def item_texts(records: dict[str, dict], fields: list[str]) -> pd.DataFrame:
     """Title, description (brand first when selected) and categories per item, from ``fields`` only."""
     unknown = sorted(set(fields) - set(TEXT_FIELDS))
     if unknown:
-        raise ValueError(f"text_fields: unknown field(s) {unknown}; allowed: {list(TEXT_FIELDS)}")
+        raise ParamsError(f"text_fields: unknown field(s) {unknown}; allowed: {list(TEXT_FIELDS)}")
     rows = []
     for asin, record in records.items():
         brand = str(record.get("brand") or "").strip() if "brand" in fields else ""

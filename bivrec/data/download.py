@@ -29,6 +29,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from bivrec.atomic import atomic_path
+from bivrec.data.dataset import DataError
 from bivrec.data.sources import resolve_url, source_file
 from bivrec.data.validate import note
 
@@ -36,7 +37,7 @@ DOWNLOAD_DEFAULTS = {"timeout_s": 60.0, "retries": 3, "backoff_s": 2.0, "image_w
 CHUNK = 1 << 20
 
 
-class DownloadError(RuntimeError):
+class DownloadError(DataError):
     """A source could not be fetched intact; the message names the URL and the reason."""
 
 

@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from bivrec.atomic import atomic_path
+from bivrec.config import ParamsError
 from bivrec.data.dataset import DataError
 from bivrec.data.split import TRAIN, assign_users, split_counts, split_tables, write_split
 from bivrec.data.validate import (
@@ -73,7 +74,7 @@ def _reader(kind: str) -> Callable[[Path, dict], RawData]:
         from bivrec.data import mmrec
 
         return getattr(mmrec, f"read_{kind}")
-    raise ValueError(f"unknown dataset kind {kind!r}")
+    raise ParamsError(f"unknown dataset kind {kind!r}")
 
 
 def k_core(users: np.ndarray, items: np.ndarray, min_user: int, min_item: int) -> np.ndarray:

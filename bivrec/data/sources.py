@@ -9,12 +9,14 @@ from __future__ import annotations
 import urllib.parse
 from pathlib import Path
 
+from bivrec.config import ParamsError
+
 
 def source_file(cfg: dict, name: str) -> str:
     """The file name of source ``name`` inside the raw folder."""
     sources = cfg.get("sources", {})
     if name not in sources:
-        raise ValueError(f"data kind {cfg['kind']!r} needs a source named {name!r} under sources")
+        raise ParamsError(f"data kind {cfg['kind']!r} needs a source named {name!r} under sources")
     return sources[name].get("file") or Path(urllib.parse.urlparse(sources[name]["url"]).path).name
 
 

@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from bivrec.config import ParamsError
 from bivrec.data.dataset import DataError
 
 SPLITS = ("train", "valid", "test")
@@ -23,7 +24,7 @@ TRAIN, VALID, TEST = 0, 1, 2
 def assign_users(n_users: int, valid_ratio: float, test_ratio: float, seed: int) -> np.ndarray:
     """[n_users] split code per user (0 train, 1 valid, 2 test), a seeded permutation cut by ratio."""
     if valid_ratio + test_ratio >= 1:
-        raise ValueError("split: valid_ratio + test_ratio must be below 1")
+        raise ParamsError("split: valid_ratio + test_ratio must be below 1")
     order = np.random.default_rng(seed).permutation(n_users)
     n_valid, n_test = int(round(n_users * valid_ratio)), int(round(n_users * test_ratio))
     code = np.full(n_users, TRAIN, dtype=np.int8)

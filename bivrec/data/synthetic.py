@@ -30,6 +30,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw
 
+from bivrec.config import ParamsError
+
 #: keys of ``data.synthetic`` read by the shared preprocessing, not by the generator
 PREPROCESSING_KEYS = ("kind", "k_core", "duplicates")
 DEFAULTS = {
@@ -82,15 +84,15 @@ def config_with_defaults(cfg: dict) -> dict:
     """The generator's settings: ``cfg`` (params.yaml ``data.synthetic``) over the defaults."""
     unknown = sorted(set(cfg) - set(DEFAULTS) - set(PREPROCESSING_KEYS))
     if unknown:
-        raise ValueError(f"data.synthetic: unknown key(s) {unknown}; allowed: {sorted(DEFAULTS)}")
+        raise ParamsError(f"data.synthetic: unknown key(s) {unknown}; allowed: {sorted(DEFAULTS)}")
     merged = {**DEFAULTS, **{k: v for k, v in cfg.items() if k in DEFAULTS}}
     low, high = merged["interests_per_user"]
     if not 1 <= low <= high <= merged["n_categories"]:
-        raise ValueError("data.synthetic.interests_per_user must be [low, high] with 1 <= low <= high <= n_categories")
+        raise ParamsError("data.synthetic.interests_per_user must be [low, high] with 1 <= low <= high <= n_categories")
     if not 2 <= merged["min_length"] <= merged["max_length"]:
-        raise ValueError("data.synthetic: need 2 <= min_length <= max_length")
+        raise ParamsError("data.synthetic: need 2 <= min_length <= max_length")
     if merged["n_items"] < merged["n_categories"] * 4:
-        raise ValueError("data.synthetic: need at least 4 items per category (n_items >= 4 * n_categories)")
+        raise ParamsError("data.synthetic: need at least 4 items per category (n_items >= 4 * n_categories)")
     return merged
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bivrec.config import ParamsError
 from bivrec.data.dataset import DataError
 
 
@@ -58,7 +59,7 @@ def handle_duplicates(frame: pd.DataFrame, keys: list[str], path: Path | str, po
     if policy == "error":
         raise DataError(f"{path}: {n} duplicate row(s) on {keys}, e.g. {example}")
     if policy != "drop":
-        raise ValueError(f"duplicates policy must be 'drop' or 'error', got {policy!r}")
+        raise ParamsError(f"duplicates policy must be 'drop' or 'error', got {policy!r}")
     note(f"{path}: dropped {n} duplicate row(s) on {keys}, e.g. {example}")
     return frame.loc[~duplicated]
 
