@@ -38,6 +38,7 @@ from bivrec.features.extraction import (
     EncodedBatch,
     autocast,
     check_items,
+    cpu_threads,
     effective_precision,
     encode_resumable,
     feature_table,
@@ -207,10 +208,15 @@ def _encode_images(encoder: ImageEncoder, paths: dict[int, Path], cfg: dict, dev
 
 def extract_image_features(items: pd.DataFrame, image_root: Path, cfg: dict, seed: int, out_dir: Path) -> dict:
     """Encode every item's image into ``out_dir`` (see bivrec.features.store); returns the sidecar."""
+    device = pick_device(cfg.get("device", "auto"))
+    with cpu_threads(device, cfg.get("threads", "auto"), reserved=int(cfg.get("num_workers", 2))):
+        return _extract_image_features(items, Path(image_root), cfg, seed, Path(out_dir), device)
+
+
+def _extract_image_features(items: pd.DataFrame, image_root: Path, cfg: dict, seed: int, out_dir: Path,
+                            device: torch.device) -> dict:
     started = time.perf_counter()
     n_items = check_items(items, ["image"])
-    image_root, out_dir = Path(image_root), Path(out_dir)
-    device = pick_device(cfg.get("device", "auto"))
     encoder = load_image_encoder(cfg, seed)
     encoder.model.to(device)
 

@@ -28,6 +28,7 @@ from bivrec.features.extraction import (
     EncodedBatch,
     autocast,
     check_items,
+    cpu_threads,
     effective_precision,
     encode_resumable,
     feature_table,
@@ -131,14 +132,18 @@ def load_text_encoder(cfg: dict, device: torch.device):
 
 def extract_text_features(items: pd.DataFrame, cfg: dict, out_dir: Path) -> dict:
     """Encode every item's text into ``out_dir`` (see bivrec.features.store); returns the sidecar."""
+    device = pick_device(cfg.get("device", "auto"))
+    with cpu_threads(device, cfg.get("threads", "auto")):
+        return _extract_text_features(items, cfg, Path(out_dir), device)
+
+
+def _extract_text_features(items: pd.DataFrame, cfg: dict, out_dir: Path, device: torch.device) -> dict:
     started = time.perf_counter()
-    out_dir = Path(out_dir)
     template = cfg.get("template", "{title}. {categories}. {description}")
     fields = [field for _, field, _, _ in string.Formatter().parse(template) if field]
     n_items = check_items(items, fields)
     texts = render_texts(items, template).to_numpy()
     has_text = texts != ""
-    device = pick_device(cfg.get("device", "auto"))
     precision = cfg.get("precision", "fp32")
     model, description = load_text_encoder(cfg, device)
     dimension = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
