@@ -96,7 +96,7 @@ def _eval_split(path: Path, max_len: int, n_items: int) -> EvalSplit:
     _check_ids(path, frame["history"], n_items)
     _check_ids(path, frame["targets"], n_items)
     return EvalSplit(
-        torch.as_tensor(frame["user"].to_numpy(np.int64)),
+        torch.tensor(frame["user"].to_numpy(np.int64)),
         last_window(list(frame["history"]), max_len),
         pad_right(list(frame["targets"])),
     )
