@@ -26,7 +26,7 @@ def test_popularity_ranks_by_training_counts_and_survives_state_dict():
     np.testing.assert_array_equal(evaluate(restored, split, topk=(2,)).per_user["recall@2"], [1.0, 1.0, 0.0])
 
 
-SEQUENCE_MODELS = ["gru4rec", "sasrec", "mind", "comirec_dr", "comirec_sa", "fdsa", "nova", "difsr", "unisrec"]
+SEQUENCE_MODELS = ["gru4rec", "sasrec", "mind", "comirec_dr", "comirec_sa", "fdsa", "nova", "difsr", "mmmlp", "unisrec"]
 MULTI_INTEREST = {"mind", "comirec_dr", "comirec_sa"}
 CONFIG = {
     "dim": 32,
@@ -108,7 +108,7 @@ def test_shapes_determinism_and_gradients(name):
 
 
 def test_feature_models_need_features():
-    for name in ("fdsa", "nova", "difsr", "unisrec"):
+    for name in ("fdsa", "nova", "difsr", "mmmlp", "unisrec"):
         with pytest.raises(ValueError, match="no image or text features"):
             build_model(name, N_ITEMS, None, CONFIG)
 

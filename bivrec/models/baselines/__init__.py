@@ -6,9 +6,10 @@ from bivrec.models.baselines.difsr import DIFSR
 from bivrec.models.baselines.fdsa import FDSA
 from bivrec.models.baselines.gru4rec import GRU4Rec
 from bivrec.models.baselines.mind import MIND
+from bivrec.models.baselines.mmmlp import MMMLP
 from bivrec.models.baselines.nova import NOVA
 from bivrec.models.baselines.popularity import Popularity
 from bivrec.models.baselines.sasrec import SASRec
 from bivrec.models.baselines.unisrec import UniSRec
 
-__all__ = ["ComiRecDR", "ComiRecSA", "DIFSR", "FDSA", "GRU4Rec", "MIND", "NOVA", "Popularity", "SASRec", "UniSRec"]
+__all__ = ["ComiRecDR", "ComiRecSA", "DIFSR", "FDSA", "GRU4Rec", "MIND", "MMMLP", "NOVA", "Popularity", "SASRec", "UniSRec"]
