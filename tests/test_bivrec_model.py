@@ -16,9 +16,15 @@ from bivrec.experiments.cold_start import cold_item_split
 from bivrec.features.store import ItemFeatures
 from bivrec.models import build_model
 from bivrec.models.bivrec.cross_view import coarse_loss, fine_loss
-from bivrec.models.bivrec.decomposition import ClusterAttention, GaussianAttention, competitive_assignment
+from bivrec.models.bivrec.decomposition import (
+    ClusterAttention,
+    GaussianAttention,
+    attend_values,
+    attention_logits,
+    competitive_assignment,
+)
 from bivrec.models.bivrec.embedding import MultiScaleEmbedding
-from bivrec.models.layers import hard_readout
+from bivrec.models.layers import FastDropout, full_softmax_loss, hard_readout
 from bivrec.train import fit
 
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
@@ -175,7 +181,39 @@ def test_multiscale_patches_are_sums_aligned_on_the_latest_item():
     torch.testing.assert_close(positions, torch.tensor([4, 3, 2, 1, 0, 4.5, 2.5, 0.5]) / 5)
 
 
+def test_full_softmax_loss_matches_cross_entropy_with_padding_masked():
+    torch.manual_seed(0)
+    user = torch.randn(5, 8, requires_grad=True)
+    table = torch.randn(12, 8, requires_grad=True)
+    target = torch.tensor([1, 4, 11, 4, 7])
+    loss = full_softmax_loss(user, table, target)
+    loss.backward()
+    grads = user.grad.clone(), table.grad.clone()
+    user.grad, table.grad = None, None
+    logits = (user @ table.T).masked_fill(torch.arange(12) == 0, float("-inf"))
+    reference = torch.nn.functional.cross_entropy(logits, target)
+    reference.backward()
+    torch.testing.assert_close(loss, reference)
+    torch.testing.assert_close(grads, (user.grad, table.grad))
+
+
+def test_fast_dropout_drops_the_share_p_and_keeps_the_mean():
+    torch.manual_seed(0)
+    dropout = FastDropout(0.25)
+    out = dropout(torch.ones(200, 500))
+    assert abs((out == 0).float().mean().item() - 0.25) < 0.01 and abs(out.mean().item() - 1) < 0.02
+    assert torch.equal(dropout.eval()(torch.ones(3, 3)), torch.ones(3, 3))
+
+
 # --------------------------------------------------------------------------- attention mechanisms
+
+
+def test_folded_projections_equal_projecting_every_token():
+    torch.manual_seed(0)
+    key, value = torch.nn.Linear(8, 8), torch.nn.Linear(8, 8)
+    queries, tokens, weights = torch.randn(3, 4, 8), torch.randn(3, 7, 8), torch.rand(3, 4, 7)
+    torch.testing.assert_close(attention_logits(queries, key, tokens), queries @ key(tokens).transpose(1, 2) / math.sqrt(8))
+    torch.testing.assert_close(attend_values(weights, value, tokens), weights @ value(tokens))
 
 
 def test_gaussian_attention_rows_sum_to_one_and_peak_at_the_centre():

@@ -17,15 +17,17 @@ COARSE_FORMS = ("infonce", "official")
 FINE_FORMS = ("mse", "cosine")
 
 
-def _nce_direction(logits: torch.Tensor, form: str) -> torch.Tensor:
-    """Mean over rows of −log(exp(s_aa) / Σ_b exp(s_ab)) with ``form`` deciding whether b = a counts."""
-    labels = torch.arange(logits.shape[0], device=logits.device)
-    if form == "infonce":  # standard InfoNCE: the positive is in the denominator
-        return F.cross_entropy(logits, labels)
-    # official code: the denominator sums over negatives only (b ≠ a)
-    eye = torch.eye(logits.shape[0], dtype=torch.bool, device=logits.device)
-    negatives = logits.masked_fill(eye, torch.finfo(logits.dtype).min)
-    return (torch.logsumexp(negatives, 1) - logits.diagonal()).mean()
+def _nce_direction(logits: torch.Tensor, form: str, dim: int) -> torch.Tensor:
+    """Mean of −log(exp(s_aa) / Σ_b exp(s_ab)) along ``dim`` (1: rows MM→ID, 0: columns ID→MM).
+
+    ``infonce`` keeps the positive b = a in the denominator (standard), ``official`` (the code)
+    sums over the negatives b ≠ a only. Both directions read the same contiguous matrix.
+    """
+    positives = logits.diagonal()
+    if form == "official":
+        eye = torch.eye(logits.shape[0], dtype=torch.bool, device=logits.device)
+        logits = logits.masked_fill(eye, torch.finfo(logits.dtype).min)
+    return (torch.logsumexp(logits, dim) - positives).mean()
 
 
 def coarse_loss(id_user: torch.Tensor, mm_user: torch.Tensor, temperature: float, form: str = "infonce", symmetric: bool = True) -> torch.Tensor:
@@ -39,9 +41,9 @@ def coarse_loss(id_user: torch.Tensor, mm_user: torch.Tensor, temperature: float
     if id_user.shape[0] < 2:
         raise ValueError("the coarse cross-view loss needs at least 2 users per batch (in-batch negatives)")
     logits = F.normalize(mm_user.float(), dim=-1) @ F.normalize(id_user.float(), dim=-1).T / temperature
-    loss = _nce_direction(logits, form)
+    loss = _nce_direction(logits, form, dim=1)
     if symmetric:
-        loss = (loss + _nce_direction(logits.T, form)) / 2
+        loss = (loss + _nce_direction(logits, form, dim=0)) / 2
     return loss
 
 

@@ -63,13 +63,34 @@ class GaussianCentres(nn.Module):
         return torch.sigmoid(centre), F.softplus(raw_sigma) + _MIN_SIGMA
 
 
+def attention_logits(queries: torch.Tensor, key: nn.Linear, tokens: torch.Tensor) -> torch.Tensor:
+    """``q_k · (W_k x_j + b_k) / √d`` for projected queries [B, K, d] and tokens [B, n, d] -> [B, K, n].
+
+    Computed as ``(q_k W_k) · x_j + q_k · b_k``: the K queries are mapped into token space instead of
+    projecting all n tokens (K ≪ n), the same numbers for a fraction of the work.
+    """
+    logits = (queries @ key.weight) @ tokens.transpose(1, 2) + (queries @ key.bias).unsqueeze(-1)
+    return logits / math.sqrt(tokens.shape[-1])
+
+
+def attend_values(weights: torch.Tensor, value: nn.Linear, tokens: torch.Tensor) -> torch.Tensor:
+    """``Σ_j A_kj (W_v x_j + b_v)`` for weights [B, K, n] and tokens [B, n, d] -> [B, K, d].
+
+    Computed as ``W_v (Σ_j A_kj x_j) + (Σ_j A_kj) b_v``: the values are projected after pooling.
+    """
+    weights = weights.to(tokens.dtype)
+    return F.linear(weights @ tokens, value.weight) + weights.sum(-1, keepdim=True) * value.bias
+
+
 class GaussianAttention(nn.Module):
-    """Interest tokens attend to the sequence tokens with a learnable positional Gaussian prior."""
+    """Interest tokens attend to the sequence tokens with a learnable positional Gaussian prior.
+
+    The tokens arrive layer-normalised from the multi-scale embedding, so only queries are normalised.
+    """
 
     def __init__(self, dim: int, n_interests: int, centre_parameterisation: str, dropout: float):
         super().__init__()
         self.norm_queries = nn.LayerNorm(dim, eps=1e-12)
-        self.norm_tokens = nn.LayerNorm(dim, eps=1e-12)
         self.query, self.key, self.value, self.out = (nn.Linear(dim, dim) for _ in range(4))
         self.centres = GaussianCentres(dim, n_interests, centre_parameterisation)
         self.norm_out = nn.LayerNorm(dim, eps=1e-12)
@@ -78,13 +99,12 @@ class GaussianAttention(nn.Module):
     def attention(self, queries: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """[B, K, n] weights: each row sums to 1 over the real tokens."""
         normed = self.norm_queries(queries)
-        content = self.query(normed) @ self.key(self.norm_tokens(tokens)).transpose(1, 2) / math.sqrt(tokens.shape[-1])
-        logits = content + gaussian_log_prior(positions, *self.centres(normed))
+        logits = attention_logits(self.query(normed), self.key, tokens) + gaussian_log_prior(positions, *self.centres(normed))
         return masked_softmax(logits, mask.unsqueeze(1), dim=-1)
 
     def forward(self, queries, tokens, mask, positions) -> tuple[torch.Tensor, torch.Tensor]:
         weights = self.attention(queries, tokens, mask, positions)
-        gathered = weights.to(tokens.dtype) @ self.value(self.norm_tokens(tokens))
+        gathered = attend_values(weights, self.value, tokens)
         return self.norm_out(queries + self.dropout(self.out(gathered))), weights
 
 
@@ -115,14 +135,12 @@ class ClusterAttention(nn.Module):
         self.hard, self.gumbel, self.tau, self.resoftmax = hard, gumbel, tau, resoftmax
         self.allocation_hard = allocation_hard
         self.norm_queries = nn.LayerNorm(dim, eps=1e-12)
-        self.norm_tokens = nn.LayerNorm(dim, eps=1e-12)
         self.query, self.key, self.value, self.out = (nn.Linear(dim, dim) for _ in range(4))
         self.attn_dropout = nn.Dropout(dropout)
         self.norm_out = nn.LayerNorm(dim, eps=1e-12)
 
     def forward(self, queries, tokens, mask, log_prior: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        tokens = self.norm_tokens(tokens)
-        logits = self.query(self.norm_queries(queries)) @ self.key(tokens).transpose(1, 2) / math.sqrt(tokens.shape[-1])
+        logits = attention_logits(self.query(self.norm_queries(queries)), self.key, tokens)
         if log_prior is not None:
             logits = logits + log_prior
         token_mask = mask.unsqueeze(1)
@@ -134,7 +152,7 @@ class ClusterAttention(nn.Module):
         else:
             weights = masked_softmax(logits, token_mask, dim=-1)
             soft, hard = competitive_assignment(logits, token_mask, 1.0, gumbel=False)
-        gathered = self.attn_dropout(weights).to(tokens.dtype) @ self.value(tokens)
+        gathered = attend_values(self.attn_dropout(weights), self.value, tokens)
         interests = self.norm_out(queries + self.out(gathered))
         return interests, hard if self.allocation_hard else soft
 

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bivrec.models.layers import FastDropout
+
 
 class MultiScaleEmbedding(nn.Module):
     def __init__(self, dim: int, max_len: int, patch_sizes: list[int], dropout: float):
@@ -29,7 +31,7 @@ class MultiScaleEmbedding(nn.Module):
         self.position = nn.Embedding(max_len, dim)  # patch index counted from the most recent patch
         self.scale = nn.Embedding(len(patch_sizes), dim)
         self.norm = nn.LayerNorm(dim, eps=1e-12)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = FastDropout(dropout)  # the largest tensor of the model: the cheaper CPU mask pays
 
     def forward(self, item_vecs: torch.Tensor, item_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``item_vecs`` [B, L, d], ``item_mask`` [B, L] (True = real item) ->
@@ -45,8 +47,11 @@ class MultiScaleEmbedding(nn.Module):
         for scale_index, size in enumerate(self.patch_sizes):
             n_patches = math.ceil(length / size)
             pad = n_patches * size - length
-            patches = F.pad(item_vecs, (0, 0, pad, 0)).view(item_vecs.shape[0], n_patches, size, -1).sum(2)
-            patch_mask = F.pad(item_mask, (pad, 0)).view(item_mask.shape[0], n_patches, size).any(2)
+            if size == 1:  # the items themselves
+                patches, patch_mask = item_vecs, item_mask
+            else:
+                patches = F.pad(item_vecs, (0, 0, pad, 0)).view(item_vecs.shape[0], n_patches, size, -1).sum(2)
+                patch_mask = F.pad(item_mask, (pad, 0)).view(item_mask.shape[0], n_patches, size).any(2)
             from_recent = torch.arange(n_patches - 1, -1, -1, device=item_vecs.device)
             patches = patches + self.position(from_recent) + self.scale.weight[scale_index]
             tokens.append(patches)
