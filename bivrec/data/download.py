@@ -98,7 +98,7 @@ def _stream(url: str, part: Path, timeout: float, progress: bool) -> None:
                 sink.write(block)
                 bar.update(len(block))
     except (socket.timeout, TimeoutError, ConnectionError, http.client.IncompleteRead, urllib.error.URLError) as error:
-        raise _Transient(f"interrupted: {error or type(error).__name__}") from error
+        raise _Transient(f"interrupted: {str(error) or type(error).__name__}") from error
     finally:
         bar.close()
     if total is not None and part.stat().st_size < total:
