@@ -53,7 +53,7 @@ class MultiScaleEmbedding(nn.Module):
                 patches = F.pad(item_vecs, (0, 0, pad, 0)).view(item_vecs.shape[0], n_patches, size, -1).sum(2)
                 patch_mask = F.pad(item_mask, (pad, 0)).view(item_mask.shape[0], n_patches, size).any(2)
             from_recent = torch.arange(n_patches - 1, -1, -1, device=item_vecs.device)
-            patches = patches + self.position(from_recent) + self.scale.weight[scale_index]
+            patches = patches + (self.position(from_recent) + self.scale.weight[scale_index])  # one pass over [B, n, d]
             tokens.append(patches)
             masks.append(patch_mask)
             positions.append((from_recent * size + (size - 1) / 2) / self.max_len)
