@@ -28,10 +28,16 @@ class ComiRecDR(MultiInterestRecommender):
         max_len = option(cfg, "max_len", "comirec_dr")
         self.bilinear = nn.Parameter(torch.empty(max_len, self.n_interests, dim, dim))
         self.apply(init_weights)
-        nn.init.normal_(self.bilinear, std=0.02)
+        # the scale of a default nn.Linear, not N(0, 0.02): squash is quadratic for short vectors,
+        # so tiny votes give near-zero capsules and learning stalls (as for MIND)
+        nn.init.uniform_(self.bilinear, -dim**-0.5, dim**-0.5)
+        # squashed capsules have norm < 1, which caps the softmax logits and makes training crawl;
+        # a constant factor (the norm of a LayerNorm output, as in SASRec) is a softmax temperature
+        # and leaves every user's ranking unchanged
+        self.logit_scale = dim**0.5
 
     def user_interests(self, history: torch.Tensor) -> torch.Tensor:
         weights = self.bilinear[-history.shape[1] :]  # right-aligned: positions count from the most recent
         votes = torch.einsum("bld,lkde->bkle", self.item_embedding(history), weights)
         logits = votes.new_zeros(history.shape[0], self.n_interests, history.shape[1])
-        return dynamic_routing(votes, (history > 0).float(), logits, self.iterations)
+        return dynamic_routing(votes, (history > 0).float(), logits, self.iterations) * self.logit_scale

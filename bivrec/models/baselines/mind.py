@@ -32,9 +32,12 @@ class MIND(MultiInterestRecommender):
         # short vectors, so with N(0, 0.02) weights the capsules start near zero and learning stalls
         self.bilinear = nn.Linear(dim, dim, bias=False)
         self.head = nn.Sequential(nn.Linear(dim, dim), nn.ReLU())
+        # squashed capsules have norm < 1, which caps the logits and makes training crawl; scaling
+        # them to the norm of a LayerNorm output (as SASRec's) acts as a softmax temperature
+        self.capsule_scale = dim**0.5
         self.register_buffer("routing_init", torch.randn(self.n_interests, option(cfg, "max_len", "mind")))
 
     def user_interests(self, history: torch.Tensor) -> torch.Tensor:
         votes = self.bilinear(self.item_embedding(history))[:, None].expand(-1, self.n_interests, -1, -1)
         logits = self.routing_init[:, -history.shape[1] :].expand(history.shape[0], -1, -1)
-        return self.head(dynamic_routing(votes, (history > 0).float(), logits, self.iterations))
+        return self.head(dynamic_routing(votes, (history > 0).float(), logits, self.iterations) * self.capsule_scale)
