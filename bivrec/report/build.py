@@ -41,9 +41,16 @@ def main_table(params: dict, metrics_root: Path) -> tuple[pd.DataFrame, pd.DataF
     return table, rank_marks(table), sig
 
 
+DATASET_COLUMNS = {"users": int, "items": int, "interactions": int, "avg_length": float, "density": float}
+
+
 def dataset_table(params: dict, data_root: Path) -> pd.DataFrame:
-    rows = {dataset: _read_json(data_root / dataset / "stats.json") for dataset in params["datasets"]}
-    table = pd.DataFrame(rows).T
+    """The paper-style dataset table: users, items, interactions, average length, density."""
+    rows = {}
+    for dataset in params["datasets"]:
+        stats = _read_json(data_root / dataset / "stats.json")
+        rows[dataset] = {column: cast(stats[column]) for column, cast in DATASET_COLUMNS.items()}
+    table = pd.DataFrame.from_dict(rows, orient="index").astype(DATASET_COLUMNS)
     table.index.name = "dataset"
     return table
 

@@ -71,7 +71,9 @@ def write_table(table: pd.DataFrame, out_stem: Path, caption: str, marks: pd.Dat
 
     def cell(row, column, style):
         value = table.at[row, column]
-        if isinstance(value, (int, np.integer)) or not isinstance(value, (float, np.floating)):
+        if isinstance(value, (int, np.integer)):
+            return f"{value:,}".replace(",", "{,}") if style == "tex" else f"{value:,}"
+        if not isinstance(value, (float, np.floating)):
             return str(value)
         return _format(float(value), marks.at[row, column], sig.at[row, column], style)
 

@@ -1,0 +1,53 @@
+import json
+
+import numpy as np
+import pandas as pd
+
+from bivrec.report.build import dataset_table
+from bivrec.report.tables import rank_marks, significance_marks, write_table
+
+
+def test_rank_marks_best_second_ties_and_nan():
+    table = pd.DataFrame({"m": [0.3, 0.5, 0.5, np.nan, 0.1]}, index=list("abcde"))
+    marks = rank_marks(table)["m"].to_dict()
+    assert marks == {"a": "second", "b": "best", "c": "best", "d": "", "e": ""}
+
+
+def test_significance_marks_compare_with_the_best_other_run():
+    rng = np.random.default_rng(0)
+    strong, weak = rng.uniform(0.5, 1, 300), rng.uniform(0, 0.5, 300)
+    per_user = {
+        ("bivrec", "ds"): pd.DataFrame({"recall@20": strong}),
+        ("sasrec", "ds"): pd.DataFrame({"recall@20": weak}),
+        ("pop", "ds"): pd.DataFrame({"recall@20": weak / 2}),
+    }
+    table = pd.DataFrame({"recall@20": [strong.mean(), weak.mean(), weak.mean() / 2]}, index=["bivrec", "sasrec", "pop"])
+    marks = significance_marks(per_user, table, "bivrec", {"recall@20": ("ds", "recall@20")})
+    assert marks.loc["bivrec", "recall@20"] == "*" and marks.loc["sasrec", "recall@20"] == ""
+    per_user[("sasrec", "ds")] = pd.DataFrame({"recall@20": strong})  # identical -> not significant
+    table.loc["sasrec", "recall@20"] = strong.mean()
+    assert significance_marks(per_user, table, "bivrec", {"recall@20": ("ds", "recall@20")}).loc["bivrec", "recall@20"] == ""
+
+
+def test_write_table_formats_every_output(tmp_path):
+    table = pd.DataFrame({"recall@20": [0.25, 0.125], "ndcg@20": [0.1, 0.2]}, index=pd.Index(["bivrec", "sasrec"], name="model"))
+    sig = pd.DataFrame("", index=table.index, columns=table.columns)
+    sig.loc["bivrec", "recall@20"] = "*"
+    write_table(table, tmp_path / "main", "Main", rank_marks(table), sig, note="note")
+    csv = pd.read_csv(tmp_path / "main.csv")
+    assert list(csv.columns) == ["model", "recall@20", "ndcg@20"] and csv["recall@20"].tolist() == [0.25, 0.125]
+    md = (tmp_path / "main.md").read_text()
+    assert "| bivrec | **0.2500*** | <u>0.1000</u> |" in md and md.rstrip().endswith("note")
+    tex = (tmp_path / "main.tex").read_text()
+    assert "\\textbf{0.2500$^{*}$}" in tex and "\\underline{0.1250}" in tex and "recall@20" in tex
+
+
+def test_dataset_table_keeps_counts_integer(tmp_path):
+    folder = tmp_path / "toy"
+    folder.mkdir()
+    (folder / "stats.json").write_text(json.dumps({"users": 10.0, "items": 5, "interactions": 40, "avg_length": 4.0, "density": 0.8, "extra": 1}))
+    table = dataset_table({"datasets": ["toy"]}, tmp_path)
+    assert list(table.columns) == ["users", "items", "interactions", "avg_length", "density"]
+    assert table.loc["toy", "users"] == 10 and table["users"].dtype.kind == "i"
+    write_table(table, tmp_path / "datasets", "Datasets")
+    assert "| toy | 10 | 5 | 40 | 4.0000 | 0.8000 |" in (tmp_path / "datasets.md").read_text()
