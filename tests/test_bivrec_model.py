@@ -333,6 +333,15 @@ def test_ablation_switches_build_the_right_parts():
         build_model("bivrec", 30, None, model_cfg(views="id", readout="mm"))
 
 
+def test_loss_and_gradients_are_finite_under_bf16_autocast():
+    torch.manual_seed(0)
+    model = build_model("bivrec", 30, random_features(30), model_cfg())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        total, _ = model.loss(random_history(8, 10, 30, max_real=10), torch.randint(1, 31, (8,)))
+    total.backward()
+    assert torch.isfinite(total) and all(torch.isfinite(p.grad).all() for p in model.parameters())
+
+
 def test_overfits_a_tiny_dataset():
     torch.manual_seed(0)
     model = build_model("bivrec", 20, random_features(20), model_cfg(gumbel=False))
