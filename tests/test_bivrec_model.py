@@ -329,6 +329,10 @@ def test_ablation_switches_build_the_right_parts():
     assert no_cross.embed["id"](torch.zeros(1, 10, 16), torch.ones(1, 10, dtype=torch.bool))[0].shape[1] == 10
     with pytest.raises(ValueError, match="no image features"):
         build_model("bivrec", 30, None, model_cfg())
+    with pytest.raises(ValueError, match="coarse_form"):
+        build_model("bivrec", 30, features, model_cfg(coarse_form="nce"))
+    with pytest.raises(KeyError, match="fine_form"):
+        build_model("bivrec", 30, features, {k: v for k, v in model_cfg().items() if k != "fine_form"})
     with pytest.raises(ValueError, match="readout"):
         build_model("bivrec", 30, None, model_cfg(views="id", readout="mm"))
 

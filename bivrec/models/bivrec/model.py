@@ -17,7 +17,7 @@ from torch import nn
 from bivrec.features.store import ItemFeatures
 from bivrec.models import register
 from bivrec.models.base import Recommender
-from bivrec.models.bivrec.cross_view import coarse_loss, fine_loss
+from bivrec.models.bivrec.cross_view import COARSE_FORMS, FINE_FORMS, coarse_loss, fine_loss
 from bivrec.models.bivrec.decomposition import InterestDecomposition
 from bivrec.models.bivrec.embedding import MultiScaleEmbedding
 from bivrec.models.layers import full_softmax_loss, hard_readout, init_weights
@@ -57,8 +57,9 @@ class BiVRec(Recommender):
             raise ValueError(f"model.bivrec.readout={readout!r} needs views {needed}, but views={cfg['views']!r}")
         self.coarse_weight, self.fine_weight = float(_option(cfg, "coarse_weight")), float(_option(cfg, "fine_weight"))
         self.temperature = float(_option(cfg, "temperature"))
-        self.coarse_form, self.coarse_symmetric = _option(cfg, "coarse_form"), bool(_option(cfg, "coarse_symmetric"))
-        self.fine_form = _option(cfg, "fine_form")
+        self.coarse_form = _choice(cfg, "coarse_form", COARSE_FORMS)
+        self.coarse_symmetric = bool(_option(cfg, "coarse_symmetric"))
+        self.fine_form = _choice(cfg, "fine_form", FINE_FORMS)
         allocation = _choice(cfg, "fine_allocation", ("soft", "hard"))
 
         if "id" in self.views:
