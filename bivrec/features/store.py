@@ -3,7 +3,10 @@
 On-disk contract of one modality folder (``features/<dataset>/image/`` or ``.../text/``):
 ``features.npy`` float32 [n_items + 1, dim] with row 0 (padding) all zeros, ``mask.npy`` bool
 [n_items + 1] (True = the item has this modality; row 0 False), ``features.json`` sidecar
-(encoder, weights source, dims, normalisation, input checksums, count of masked items).
+(encoder, weights source, dims, normalisation, input checksums, count of masked items), and
+``unreadable.tsv`` (item, path, error of every input that could not be read; header only when none).
+While an extraction runs, finished chunks live in the sibling ``<folder>.partial/`` (see
+:class:`ResumeChunks`); the folder itself appears atomically, complete, at the end.
 """
 
 from __future__ import annotations
