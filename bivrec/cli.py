@@ -50,12 +50,26 @@ def _items(data_dir: str):
     return pd.read_parquet(path)
 
 
+def _import_shipped_features(data_dir: str, modality: str, n_items: int, out: str) -> bool:
+    """Pass on features the dataset ships (e.g. MMRec's image_feat.npy), validated, instead of encoding."""
+    from bivrec.features.store import import_precomputed
+
+    shipped = Path(data_dir) / "imported_features" / f"{modality}.npy"
+    if not shipped.exists():
+        return False
+    print(f"using the dataset's own {modality} features from {shipped}", file=sys.stderr)
+    import_precomputed(shipped, n_items, Path(out), row_offset=0)
+    return True
+
+
 def cmd_extract_image_features(args) -> None:
     from bivrec.features.image import extract_image_features
 
     _set_threads(args.threads)
     p = _stage_params(args, "extract_image_features")
-    extract_image_features(_items(args.data), Path(args.raw), p["features"]["image"], p["seed"], Path(args.out))
+    items = _items(args.data)
+    if not _import_shipped_features(args.data, "image", len(items), args.out):
+        extract_image_features(items, Path(args.raw), p["features"]["image"], p["seed"], Path(args.out))
 
 
 def cmd_extract_text_features(args) -> None:
@@ -63,7 +77,9 @@ def cmd_extract_text_features(args) -> None:
 
     _set_threads(args.threads)
     p = _stage_params(args, "extract_text_features")
-    extract_text_features(_items(args.data), p["features"]["text"], Path(args.out))
+    items = _items(args.data)
+    if not _import_shipped_features(args.data, "text", len(items), args.out):
+        extract_text_features(items, p["features"]["text"], Path(args.out))
 
 
 def cmd_train(args) -> None:

@@ -39,3 +39,25 @@ def test_missing_input_names_the_file(tmp_path, capsys):
 def test_module_entry_point_runs():
     out = subprocess.run([sys.executable, "-m", "bivrec", "--help"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and "train" in out.stdout
+
+
+def test_features_stage_passes_on_features_the_dataset_ships(tmp_path):
+    import numpy as np
+    import pandas as pd
+
+    data = tmp_path / "data"
+    (data / "imported_features").mkdir(parents=True)
+    pd.DataFrame({"item": [1, 2, 3], "original_id": list("abc"), "title": list("xyz"), "description": [""] * 3,
+                  "categories": [""] * 3, "image": [""] * 3}).to_parquet(data / "items.parquet")
+    shipped = np.array([[0, 0], [1, 2], [0, 0], [3, 4]], dtype=np.float32)  # item 2 has no feature
+    np.save(data / "imported_features" / "image.npy", shipped)
+    out = tmp_path / "features" / "image"
+    assert main(["extract_image_features", "--params", str(ROOT / "params.yaml"), "--data", str(data),
+                 "--raw", str(tmp_path), "--out", str(out)]) == 0
+    assert np.array_equal(np.load(out / "features.npy"), shipped)
+    assert np.load(out / "mask.npy").tolist() == [False, True, False, True]
+
+    np.save(data / "imported_features" / "image.npy", np.full((4, 2), np.nan, dtype=np.float32))
+    assert main(["extract_image_features", "--params", str(ROOT / "params.yaml"), "--data", str(data),
+                 "--raw", str(tmp_path), "--out", str(out)]) == 2
+    assert np.array_equal(np.load(out / "features.npy"), shipped), "a failed run leaves the old output intact"
