@@ -142,3 +142,15 @@ def test_trains_and_beats_popularity(name, popularity_recall):
     recall = evaluate(model, data.test, topk=(10,)).metrics["recall@10"]
     # popularity is near chance (~0.2) here; 0.15 is about five standard errors over 60 test users
     assert recall > popularity_recall + 0.15, (recall, popularity_recall)
+
+
+def test_whitening_experts_match_their_definition():
+    from bivrec.models.baselines.unisrec import WhiteningExperts
+
+    torch.manual_seed(0)
+    adaptor = WhiteningExperts(10, 4, 3, dropout=0.0)
+    torch.nn.init.normal_(adaptor.centres)
+    x = torch.randn(7, 10)
+    gate = torch.softmax(adaptor.gate(x), dim=1)
+    expected = sum(gate[:, e : e + 1] * ((x - adaptor.centres[e]) @ adaptor.experts[e]) for e in range(3))
+    torch.testing.assert_close(adaptor(x), expected)

@@ -26,7 +26,9 @@ class WhiteningExperts(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """[N, in_dim] -> [N, dim]."""
-        whitened = torch.einsum("nei,eid->ned", self.dropout(features)[:, None] - self.centres, self.experts)
+        # (x - b_e) W_e = x W_e - b_e W_e: never materialises an [N, experts, in_dim] tensor
+        projected = torch.einsum("ni,eid->ned", self.dropout(features), self.experts)
+        whitened = projected - torch.einsum("ei,eid->ed", self.centres, self.experts)
         return (torch.softmax(self.gate(features), dim=1)[..., None] * whitened).sum(1)
 
 
