@@ -22,7 +22,8 @@ import torch
 import yaml
 
 from bivrec.data.synthetic import generate
-from bivrec.features.extraction import cpu_threads, pick_device, usable_cores
+from bivrec.device import pick_device
+from bivrec.features.extraction import cpu_threads, usable_cores
 from bivrec.features.image import ImageFiles, extract_image_features, load_image_encoder
 from bivrec.features.text import extract_text_features, load_text_encoder, render_texts
 

@@ -26,7 +26,8 @@ import yaml
 from bivrec.data.dataset import EvalSplit, SequenceData
 from bivrec.features.store import ItemFeatures
 from bivrec.models import build_model
-from bivrec.train import SequenceSampler, pick_device
+from bivrec.device import pick_device
+from bivrec.train import SequenceSampler
 
 N_ITEMS, N_USERS, BATCH, MAX_LEN, N_INTERESTS, DIM = 7050, 19444, 2048, 20, 4, 64
 IMAGE_DIM, TEXT_DIM = 4096, 384

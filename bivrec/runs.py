@@ -19,7 +19,8 @@ from bivrec.data.dataset import DataError, load_dataset
 from bivrec.evaluate import evaluate
 from bivrec.features.store import load_features
 from bivrec.models import build_model
-from bivrec.train import clear_resume_state, fit, pick_device, run_fingerprint
+from bivrec.device import pick_device
+from bivrec.train import clear_resume_state, fit, run_fingerprint
 
 RESUME_ROOT = Path(".bivrec") / "resume"
 

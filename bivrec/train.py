@@ -33,14 +33,6 @@ class TrainResult:
     best_state: dict | None = None  # model state_dict at the best validation
 
 
-def pick_device(name: str = "auto") -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device is 'cuda' but no CUDA device is available")
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
-
-
 class SequenceSampler:
     """ComiRec-style training samples, drawn with tensors on the data's device.
 

@@ -62,14 +62,6 @@ def folder_sha256(folder: Path) -> str:
     return digest.hexdigest()
 
 
-def pick_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("features device 'cuda' requested but no CUDA device is available")
-    return torch.device(name)
-
-
 def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 

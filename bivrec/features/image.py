@@ -34,6 +34,7 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from bivrec.device import pick_device
 from bivrec.features.extraction import (
     EncodedBatch,
     autocast,
@@ -43,7 +44,6 @@ from bivrec.features.extraction import (
     encode_resumable,
     feature_table,
     local_path,
-    pick_device,
     runtime_record,
     stable_key,
 )

@@ -24,6 +24,7 @@ import pandas as pd
 import torch
 
 from bivrec.data.dataset import DataError
+from bivrec.device import pick_device
 from bivrec.features.extraction import (
     EncodedBatch,
     autocast,
@@ -34,7 +35,6 @@ from bivrec.features.extraction import (
     feature_table,
     folder_sha256,
     local_path,
-    pick_device,
     runtime_record,
     stable_key,
 )
