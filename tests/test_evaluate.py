@@ -120,6 +120,10 @@ def test_hand_made_case_with_known_answers():
     assert result.per_user["ndcg_std@5"][1] == pytest.approx(1 / math.log2(5))
     assert result.metrics["recall@2"] == pytest.approx(0.25)
     assert result.metrics["hitrate@5"] == pytest.approx(1.0)
+    # N larger than the catalogue: the list holds the 5 real items and nothing else
+    beyond = evaluate(FixedModel(interests, table), make_split(targets), topk=(50,))
+    assert beyond.per_user["recall@50"].tolist() == [1.0, 1.0]
+    assert beyond.per_user["ndcg_std@50"][0] == pytest.approx(dcg / (1 + 1 / log3))
 
 
 def test_ties_break_by_smaller_item_id():
