@@ -25,6 +25,11 @@ from bivrec.train import clear_resume_state, fit, run_fingerprint
 RESUME_ROOT = Path(".bivrec") / "resume"
 
 
+def resume_dir_for(out_dir: Path) -> Path:
+    """Where a run keeps its resume state: under RESUME_ROOT, even for an absolute ``out_dir``."""
+    return RESUME_ROOT / out_dir.as_posix().lstrip("/")
+
+
 def _digest(paths: list[Path]) -> str:
     digest = hashlib.sha256()
     for path in sorted(paths):
@@ -72,7 +77,7 @@ def train_run(params: dict, run: str, data_dir: Path, features_dir: Path, out_di
     data, features = _load_inputs(data_dir, features_dir, model_cfg["max_len"])
     model = _build(model_name, model_cfg, data, features, seed, device)
     fingerprint = run_fingerprint(model_name, model_cfg, train_cfg, eval_cfg, seed, _inputs_digest(data_dir, features_dir))
-    resume_dir = RESUME_ROOT / out_dir
+    resume_dir = resume_dir_for(out_dir)
     started = time.perf_counter()
     result = fit(model, data.to(device), train_cfg, eval_cfg, seed, resume_dir, fingerprint, progress)
     wall = time.perf_counter() - started

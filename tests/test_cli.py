@@ -61,3 +61,12 @@ def test_features_stage_passes_on_features_the_dataset_ships(tmp_path):
     assert main(["extract_image_features", "--params", str(ROOT / "params.yaml"), "--data", str(data),
                  "--raw", str(tmp_path), "--out", str(out)]) == 2
     assert np.array_equal(np.load(out / "features.npy"), shipped), "a failed run leaves the old output intact"
+
+
+def test_resume_state_never_lands_on_the_output_itself(tmp_path, monkeypatch):
+    from bivrec import runs
+
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "models" / "run"  # absolute: must still map inside the resume root
+    assert runs.resume_dir_for(out) == Path(".bivrec/resume") / str(out).lstrip("/")
+    assert runs.resume_dir_for(Path("models/run")) == Path(".bivrec/resume/models/run")
