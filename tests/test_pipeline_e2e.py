@@ -104,6 +104,14 @@ def test_model_param_change_reruns_only_training_and_after(workdir):
         write_params(workdir, {})
 
 
+def test_text_encoder_change_reruns_text_features_and_after(workdir):
+    write_params(workdir, {"features": {"text": {"template": "{title}"}}})
+    try:
+        assert planned_rules(workdir) == {"extract_text_features", "train", "evaluate", "cold_start", "report"}
+    finally:
+        write_params(workdir, {})
+
+
 def test_dvc_adopts_the_outputs_and_tracks_the_same_params(workdir):
     run([BIN / "dvc", "init", "--no-scm", "-q"], workdir)
     run([BIN / "dvc", "commit", "--force", "-q"], workdir)
