@@ -24,6 +24,9 @@ def test_significance_marks_compare_with_the_best_other_run():
     table = pd.DataFrame({"recall@20": [strong.mean(), weak.mean(), weak.mean() / 2]}, index=["bivrec", "sasrec", "pop"])
     marks = significance_marks(per_user, table, "bivrec", {"recall@20": ("ds", "recall@20")})
     assert marks.loc["bivrec", "recall@20"] == "*" and marks.loc["sasrec", "recall@20"] == ""
+    table.loc["bivrec", "recall@20"] = 0.0  # significantly worse is not marked
+    assert significance_marks(per_user, table, "bivrec", {"recall@20": ("ds", "recall@20")}).loc["bivrec", "recall@20"] == ""
+    table.loc["bivrec", "recall@20"] = strong.mean()
     per_user[("sasrec", "ds")] = pd.DataFrame({"recall@20": strong})  # identical -> not significant
     table.loc["sasrec", "recall@20"] = strong.mean()
     assert significance_marks(per_user, table, "bivrec", {"recall@20": ("ds", "recall@20")}).loc["bivrec", "recall@20"] == ""

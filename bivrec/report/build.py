@@ -60,6 +60,7 @@ def cold_start_table(params: dict, experiments_root: Path, metric: str) -> tuple
     for dataset in params["datasets"]:
         results = _read_json(experiments_root / dataset / "cold_start.json")["runs"]
         frame = pd.DataFrame({run: {group: m.get(metric, float("nan")) for group, m in groups.items()} for run, groups in results.items()}).T
+        frame = frame.reindex(params["runs"])
         per_dataset[dataset] = frame
         frames.update({f"{dataset} {group}" if len(params["datasets"]) > 1 else group: frame[group] for group in frame.columns})
     table = pd.DataFrame(frames)
@@ -85,7 +86,7 @@ def build_report(params: dict, metrics_root: Path, experiments_root: Path, model
     proposed = params["report"]["proposed_run"]
     write_table(
         table, out_root / "tables" / "main", "Test metrics (full ranking over all items)", ranks, sig,
-        note=f"Best in bold, second underlined; * = {proposed} differs from the best other model "
+        note=f"Best in bold, second underlined; * = {proposed} beats the best other model "
         "(two-sided Wilcoxon signed-rank over test users, p < 0.05).",
     )
     write_table(dataset_table(params, data_root), out_root / "tables" / "datasets", "Dataset statistics")

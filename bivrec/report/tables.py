@@ -27,7 +27,7 @@ def rank_marks(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def significance_marks(per_user: dict[str, pd.DataFrame], table: pd.DataFrame, proposed: str, dataset_of: dict) -> pd.DataFrame:
-    """'*' where ``proposed`` differs from the best other run with Wilcoxon p < 0.05 (paired over users)."""
+    """'*' where ``proposed`` beats the best other run with Wilcoxon p < 0.05 (paired over users)."""
     marks = pd.DataFrame("", index=table.index, columns=table.columns)
     if proposed not in table.index:
         return marks
@@ -38,6 +38,8 @@ def significance_marks(per_user: dict[str, pd.DataFrame], table: pd.DataFrame, p
         if scores.empty or (proposed, dataset) not in per_user:
             continue
         best_other = scores.idxmax()
+        if not table.at[proposed, column] > scores[best_other]:
+            continue
         a = per_user[(proposed, dataset)][metric].to_numpy()
         b = per_user[(best_other, dataset)][metric].to_numpy()
         if paired_significance(a, b) < SIGNIFICANCE_LEVEL:
