@@ -49,8 +49,8 @@ class BiVRec(Recommender):
         n_interests = _option(cfg, "n_interests")
         self.views = VIEWS[_choice(cfg, "views", VIEWS)]
         readout = _choice(cfg, "readout", READOUTS)
-        if readout == "auto":  # both views: max fusion, so a cold item can be ranked by its features
-            readout = "max" if len(self.views) == 2 else self.views[0]
+        if readout == "auto":  # the spec's default: the ID view when it exists (max fusion helps cold items)
+            readout = self.views[0]
         self.readout = readout
         needed = ("id", "mm") if self.readout in ("sum", "max") else (self.readout,)
         if not set(needed) <= set(self.views):
