@@ -54,3 +54,15 @@ def test_dataset_table_keeps_counts_integer(tmp_path):
     assert table.loc["toy", "users"] == 10 and table["users"].dtype.kind == "i"
     write_table(table, tmp_path / "datasets", "Datasets")
     assert "| toy | 10 | 5 | 40 | 4.0000 | 0.8000 |" in (tmp_path / "datasets.md").read_text()
+
+
+def test_encoder_description_says_plainly_what_the_features_are():
+    from bivrec.report.build import describe_encoder
+
+    random_init = {"encoder": {"family": "open_clip", "arch": "ViT-B-32", "pretrained": False}, "dim": 512,
+                   "n_items": 100, "masked": {"total": 0}}
+    assert "NOT a pretrained encoder" in describe_encoder("toy", "image", random_init)
+    pretrained = {"encoder": {"family": "torchvision", "arch": "mobilenet_v2", "pretrained": True}, "dim": 1280,
+                  "n_items": 7050, "masked": {"total": 7050}}
+    line = describe_encoder("baby", "image", pretrained)
+    assert "torchvision mobilenet_v2, pretrained weights" in line and "7,050 of 7,050 items have no image" in line

@@ -68,15 +68,28 @@ def cold_start_table(params: dict, experiments_root: Path, metric: str) -> tuple
     return table, per_dataset
 
 
+def describe_encoder(dataset: str, modality: str, sidecar: dict) -> str:
+    """One plain sentence about where a dataset's features came from and how many items lack them."""
+    encoder = sidecar.get("encoder", {})
+    name = " ".join(str(encoder[k]) for k in ("family", "arch", "model") if encoder.get(k))
+    if encoder.get("family") == "precomputed":
+        origin = f"shipped with the dataset ({encoder.get('source')})"
+    elif encoder.get("pretrained"):
+        origin = f"{name}, pretrained weights"
+    else:
+        origin = f"{name}, **random initialisation: NOT a pretrained encoder**"
+    masked, n_items = sidecar.get("masked", {}).get("total", 0), sidecar.get("n_items", 0)
+    coverage = f"{masked:,} of {n_items:,} items have no {modality} (masked)" if masked else f"all {n_items:,} items covered"
+    return f"- {dataset} {modality}: {origin}; {sidecar.get('dim')}-d; {coverage}."
+
+
 def encoder_notes(params: dict, features_root: Path) -> list[str]:
-    """One line per dataset and modality saying which encoder produced the features."""
     notes = []
     for dataset in params["datasets"]:
         for modality in ("image", "text"):
             sidecar = features_root / dataset / modality / "features.json"
             if sidecar.exists():
-                info = json.loads(sidecar.read_text())
-                notes.append(f"- {dataset} {modality}: {info.get('description') or json.dumps(info.get('encoder', info))}")
+                notes.append(describe_encoder(dataset, modality, json.loads(sidecar.read_text())))
     return notes
 
 
