@@ -1,7 +1,6 @@
 import copy
 
 import pytest
-import yaml
 
 from bivrec.config import ParamsError, load_params, resolve_run, select, validate_params
 from bivrec.stages import STAGE_PARAMS, code_digest, stage_keys

@@ -8,6 +8,17 @@ from torch import nn
 from bivrec.features.store import ItemFeatures
 
 
+#: the item modalities a model can read from ``ItemFeatures``
+MODALITIES = ("image", "text")
+
+
+def model_option(cfg: dict, key: str, model: str):
+    """``cfg[key]`` with an error naming the params.yaml key when it is missing."""
+    if key not in cfg:
+        raise KeyError(f"{model} model config lacks {key!r} (set it under model: or model.{model}: in params.yaml)")
+    return cfg[key]
+
+
 class Recommender(nn.Module):
     """Base class (RecBole-style) for BiVRec and every baseline.
 

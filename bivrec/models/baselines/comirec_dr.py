@@ -7,7 +7,8 @@ from torch import nn
 
 from bivrec.features.store import ItemFeatures
 from bivrec.models import register
-from bivrec.models.baselines.encoders import MultiInterestRecommender, dynamic_routing, option
+from bivrec.models.baselines.encoders import MultiInterestRecommender, dynamic_routing
+from bivrec.models.base import model_option
 from bivrec.models.layers import init_weights
 
 
@@ -21,11 +22,11 @@ class ComiRecDR(MultiInterestRecommender):
     """
 
     def __init__(self, n_items: int, features: ItemFeatures | None, cfg: dict):
-        dim = option(cfg, "dim", "comirec_dr")
+        dim = model_option(cfg, "dim", "comirec_dr")
         super().__init__(n_items, features, cfg, dim)
-        self.n_interests = option(cfg, "n_interests", "comirec_dr")
-        self.iterations = option(cfg, "routing_iterations", "comirec_dr")
-        max_len = option(cfg, "max_len", "comirec_dr")
+        self.n_interests = model_option(cfg, "n_interests", "comirec_dr")
+        self.iterations = model_option(cfg, "routing_iterations", "comirec_dr")
+        max_len = model_option(cfg, "max_len", "comirec_dr")
         self.bilinear = nn.Parameter(torch.empty(max_len, self.n_interests, dim, dim))
         self.apply(init_weights)
         # the scale of a default nn.Linear, not N(0, 0.02): squash is quadratic for short vectors,

@@ -7,7 +7,8 @@ from torch import nn
 
 from bivrec.features.store import ItemFeatures
 from bivrec.models import register
-from bivrec.models.baselines.encoders import MultiInterestRecommender, option
+from bivrec.models.baselines.encoders import MultiInterestRecommender
+from bivrec.models.base import model_option
 from bivrec.models.layers import init_weights, masked_softmax
 
 
@@ -21,12 +22,12 @@ class ComiRecSA(MultiInterestRecommender):
     """
 
     def __init__(self, n_items: int, features: ItemFeatures | None, cfg: dict):
-        dim = option(cfg, "dim", "comirec_sa")
+        dim = model_option(cfg, "dim", "comirec_sa")
         super().__init__(n_items, features, cfg, dim)
-        self.positions = nn.Embedding(option(cfg, "max_len", "comirec_sa"), dim)
-        hidden = option(cfg, "attention_hidden", "comirec_sa")
+        self.positions = nn.Embedding(model_option(cfg, "max_len", "comirec_sa"), dim)
+        hidden = model_option(cfg, "attention_hidden", "comirec_sa")
         self.attention = nn.Sequential(
-            nn.Linear(dim, hidden, bias=False), nn.Tanh(), nn.Linear(hidden, option(cfg, "n_interests", "comirec_sa"), bias=False)
+            nn.Linear(dim, hidden, bias=False), nn.Tanh(), nn.Linear(hidden, model_option(cfg, "n_interests", "comirec_sa"), bias=False)
         )
         self.apply(init_weights)
 

@@ -12,8 +12,8 @@ from bivrec.models.baselines.encoders import (
     SelfAttentionBlock,
     SingleVectorRecommender,
     attention_blocked,
-    option,
 )
+from bivrec.models.base import model_option
 from bivrec.models.layers import init_weights
 
 
@@ -28,16 +28,16 @@ class DIFSR(SingleVectorRecommender):
     """
 
     def __init__(self, n_items: int, features: ItemFeatures | None, cfg: dict):
-        dim = option(cfg, "dim", "difsr")
+        dim = model_option(cfg, "dim", "difsr")
         super().__init__(n_items, features, cfg, dim)
-        dropout = option(cfg, "dropout", "difsr")
+        dropout = model_option(cfg, "dropout", "difsr")
         self.features = ItemFeatureProjection(features, n_items, dim, "difsr")
-        self.positions = nn.Embedding(option(cfg, "max_len", "difsr"), dim)
+        self.positions = nn.Embedding(model_option(cfg, "max_len", "difsr"), dim)
         self.norm, self.dropout = nn.LayerNorm(dim), nn.Dropout(dropout)
         n_streams = 2 + len(self.features.modalities)  # item ID, position, one per modality
         self.layers = nn.ModuleList(
-            SelfAttentionBlock(dim, option(cfg, "n_heads", "difsr"), dropout, n_streams)
-            for _ in range(option(cfg, "n_layers", "difsr"))
+            SelfAttentionBlock(dim, model_option(cfg, "n_heads", "difsr"), dropout, n_streams)
+            for _ in range(model_option(cfg, "n_layers", "difsr"))
         )
         self.apply(init_weights)
 

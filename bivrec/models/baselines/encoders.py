@@ -14,17 +14,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from bivrec.features.store import ItemFeatures
-from bivrec.models.base import Recommender
+from bivrec.models.base import MODALITIES, Recommender
 from bivrec.models.layers import full_softmax_loss, hard_readout
 
-MODALITIES = ("image", "text")
-
-
-def option(cfg: dict, key: str, model: str):
-    """``cfg[key]`` with an error naming the params.yaml key when it is missing."""
-    if key not in cfg:
-        raise KeyError(f"{model} model config lacks {key!r} (set it under model: or model.{model}: in params.yaml)")
-    return cfg[key]
 
 
 class SingleVectorRecommender(Recommender):

@@ -7,7 +7,8 @@ from torch import nn
 
 from bivrec.features.store import ItemFeatures
 from bivrec.models import register
-from bivrec.models.baselines.encoders import CausalTransformer, ItemFeatureProjection, SingleVectorRecommender, option
+from bivrec.models.baselines.encoders import CausalTransformer, ItemFeatureProjection, SingleVectorRecommender
+from bivrec.models.base import model_option
 from bivrec.models.layers import init_weights
 
 
@@ -21,9 +22,9 @@ class FDSA(SingleVectorRecommender):
     """
 
     def __init__(self, n_items: int, features: ItemFeatures | None, cfg: dict):
-        dim = option(cfg, "dim", "fdsa")
+        dim = model_option(cfg, "dim", "fdsa")
         super().__init__(n_items, features, cfg, dim)
-        stack = [option(cfg, key, "fdsa") for key in ("max_len", "n_layers", "n_heads", "dropout")]
+        stack = [model_option(cfg, key, "fdsa") for key in ("max_len", "n_layers", "n_heads", "dropout")]
         self.features = ItemFeatureProjection(features, n_items, dim, "fdsa")
         self.field_attention = nn.Sequential(nn.Linear(dim, dim), nn.Tanh(), nn.Linear(dim, 1, bias=False))
         self.item_stream = CausalTransformer(dim, *stack)

@@ -8,7 +8,8 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 from bivrec.features.store import ItemFeatures
 from bivrec.models import register
-from bivrec.models.baselines.encoders import SingleVectorRecommender, option
+from bivrec.models.baselines.encoders import SingleVectorRecommender
+from bivrec.models.base import model_option
 from bivrec.models.layers import init_weights
 
 
@@ -30,10 +31,10 @@ class GRU4Rec(SingleVectorRecommender):
     """
 
     def __init__(self, n_items: int, features: ItemFeatures | None, cfg: dict):
-        dim = option(cfg, "dim", "gru4rec")
+        dim = model_option(cfg, "dim", "gru4rec")
         super().__init__(n_items, features, cfg, dim)
-        self.dropout = nn.Dropout(option(cfg, "dropout", "gru4rec"))
-        self.gru = nn.GRU(dim, dim, num_layers=option(cfg, "n_layers", "gru4rec"), batch_first=True)
+        self.dropout = nn.Dropout(model_option(cfg, "dropout", "gru4rec"))
+        self.gru = nn.GRU(dim, dim, num_layers=model_option(cfg, "n_layers", "gru4rec"), batch_first=True)
         self.head = nn.Linear(dim, dim)
         self.apply(init_weights)
 

@@ -7,7 +7,8 @@ from torch import nn
 
 from bivrec.features.store import ItemFeatures
 from bivrec.models import register
-from bivrec.models.baselines.encoders import MultiInterestRecommender, dynamic_routing, option
+from bivrec.models.baselines.encoders import MultiInterestRecommender, dynamic_routing
+from bivrec.models.base import model_option
 from bivrec.models.layers import init_weights
 
 
@@ -23,10 +24,10 @@ class MIND(MultiInterestRecommender):
     """
 
     def __init__(self, n_items: int, features: ItemFeatures | None, cfg: dict):
-        dim = option(cfg, "dim", "mind")
+        dim = model_option(cfg, "dim", "mind")
         super().__init__(n_items, features, cfg, dim)
-        self.n_interests = option(cfg, "n_interests", "mind")
-        self.iterations = option(cfg, "routing_iterations", "mind")
+        self.n_interests = model_option(cfg, "n_interests", "mind")
+        self.iterations = model_option(cfg, "routing_iterations", "mind")
         self.apply(init_weights)  # the item embeddings
         # the capsule layers keep PyTorch's default (Kaiming-uniform) init: squash is quadratic for
         # short vectors, so with N(0, 0.02) weights the capsules start near zero and learning stalls
@@ -35,7 +36,7 @@ class MIND(MultiInterestRecommender):
         # squashed capsules have norm < 1, which caps the logits and makes training crawl; scaling
         # them to the norm of a LayerNorm output (as SASRec's) acts as a softmax temperature
         self.capsule_scale = dim**0.5
-        self.register_buffer("routing_init", torch.randn(self.n_interests, option(cfg, "max_len", "mind")))
+        self.register_buffer("routing_init", torch.randn(self.n_interests, model_option(cfg, "max_len", "mind")))
 
     def user_interests(self, history: torch.Tensor) -> torch.Tensor:
         votes = self.bilinear(self.item_embedding(history))[:, None].expand(-1, self.n_interests, -1, -1)

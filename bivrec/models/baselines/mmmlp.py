@@ -7,7 +7,8 @@ from torch import nn
 
 from bivrec.features.store import ItemFeatures
 from bivrec.models import register
-from bivrec.models.baselines.encoders import ItemFeatureProjection, SingleVectorRecommender, option
+from bivrec.models.baselines.encoders import ItemFeatureProjection, SingleVectorRecommender
+from bivrec.models.base import model_option
 from bivrec.models.layers import init_weights
 
 
@@ -40,10 +41,10 @@ class MMMLP(SingleVectorRecommender):
     """
 
     def __init__(self, n_items: int, features: ItemFeatures | None, cfg: dict):
-        dim = option(cfg, "dim", "mmmlp")
+        dim = model_option(cfg, "dim", "mmmlp")
         super().__init__(n_items, features, cfg, dim)
-        length, dropout = option(cfg, "max_len", "mmmlp"), option(cfg, "dropout", "mmmlp")
-        n_layers = option(cfg, "n_layers", "mmmlp")
+        length, dropout = model_option(cfg, "max_len", "mmmlp"), model_option(cfg, "dropout", "mmmlp")
+        n_layers = model_option(cfg, "n_layers", "mmmlp")
         self.features = ItemFeatureProjection(features, n_items, dim, "mmmlp")
         n_streams = 1 + len(self.features.modalities)
         self.streams = nn.ModuleList(

@@ -12,8 +12,8 @@ from bivrec.models.baselines.encoders import (
     SelfAttentionBlock,
     SingleVectorRecommender,
     attention_blocked,
-    option,
 )
+from bivrec.models.base import model_option
 from bivrec.models.layers import init_weights
 
 
@@ -28,14 +28,14 @@ class NOVA(SingleVectorRecommender):
     """
 
     def __init__(self, n_items: int, features: ItemFeatures | None, cfg: dict):
-        dim = option(cfg, "dim", "nova")
+        dim = model_option(cfg, "dim", "nova")
         super().__init__(n_items, features, cfg, dim)
-        dropout = option(cfg, "dropout", "nova")
+        dropout = model_option(cfg, "dropout", "nova")
         self.features = ItemFeatureProjection(features, n_items, dim, "nova")
-        self.positions = nn.Embedding(option(cfg, "max_len", "nova"), dim)
+        self.positions = nn.Embedding(model_option(cfg, "max_len", "nova"), dim)
         self.norm, self.dropout = nn.LayerNorm(dim), nn.Dropout(dropout)
         self.layers = nn.ModuleList(
-            SelfAttentionBlock(dim, option(cfg, "n_heads", "nova"), dropout) for _ in range(option(cfg, "n_layers", "nova"))
+            SelfAttentionBlock(dim, model_option(cfg, "n_heads", "nova"), dropout) for _ in range(model_option(cfg, "n_layers", "nova"))
         )
         self.apply(init_weights)
 

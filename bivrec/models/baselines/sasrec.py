@@ -6,7 +6,8 @@ import torch
 
 from bivrec.features.store import ItemFeatures
 from bivrec.models import register
-from bivrec.models.baselines.encoders import CausalTransformer, SingleVectorRecommender, option
+from bivrec.models.baselines.encoders import CausalTransformer, SingleVectorRecommender
+from bivrec.models.base import model_option
 from bivrec.models.layers import init_weights
 
 
@@ -20,14 +21,14 @@ class SASRec(SingleVectorRecommender):
     """
 
     def __init__(self, n_items: int, features: ItemFeatures | None, cfg: dict):
-        dim = option(cfg, "dim", "sasrec")
+        dim = model_option(cfg, "dim", "sasrec")
         super().__init__(n_items, features, cfg, dim)
         self.encoder = CausalTransformer(
             dim,
-            option(cfg, "max_len", "sasrec"),
-            option(cfg, "n_layers", "sasrec"),
-            option(cfg, "n_heads", "sasrec"),
-            option(cfg, "dropout", "sasrec"),
+            model_option(cfg, "max_len", "sasrec"),
+            model_option(cfg, "n_layers", "sasrec"),
+            model_option(cfg, "n_heads", "sasrec"),
+            model_option(cfg, "dropout", "sasrec"),
         )
         self.apply(init_weights)
 

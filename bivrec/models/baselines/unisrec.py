@@ -9,7 +9,8 @@ from torch import nn
 from bivrec.features.store import ItemFeatures
 from bivrec.models import register
 from bivrec.models.base import Recommender
-from bivrec.models.baselines.encoders import CausalTransformer, ItemFeatureProjection, option
+from bivrec.models.baselines.encoders import CausalTransformer, ItemFeatureProjection
+from bivrec.models.base import model_option
 from bivrec.models.layers import full_softmax_loss, init_weights
 
 
@@ -47,14 +48,14 @@ class UniSRec(Recommender):
 
     def __init__(self, n_items: int, features: ItemFeatures | None, cfg: dict):
         super().__init__(n_items, features, cfg)
-        dim, dropout = option(cfg, "dim", "unisrec"), option(cfg, "dropout", "unisrec")
-        n_experts = option(cfg, "n_experts", "unisrec")
-        self.temperature = float(option(cfg, "temperature", "unisrec"))
+        dim, dropout = model_option(cfg, "dim", "unisrec"), model_option(cfg, "dropout", "unisrec")
+        n_experts = model_option(cfg, "n_experts", "unisrec")
+        self.temperature = float(model_option(cfg, "temperature", "unisrec"))
         self.features = ItemFeatureProjection(
             features, n_items, dim, "unisrec", lambda in_dim, out_dim: WhiteningExperts(in_dim, out_dim, n_experts, dropout)
         )
         self.encoder = CausalTransformer(
-            dim, option(cfg, "max_len", "unisrec"), option(cfg, "n_layers", "unisrec"), option(cfg, "n_heads", "unisrec"), dropout
+            dim, model_option(cfg, "max_len", "unisrec"), model_option(cfg, "n_layers", "unisrec"), model_option(cfg, "n_heads", "unisrec"), dropout
         )
         self.apply(init_weights)
 

@@ -16,7 +16,7 @@ from torch import nn
 
 from bivrec.features.store import ItemFeatures
 from bivrec.models import register
-from bivrec.models.base import Recommender
+from bivrec.models.base import MODALITIES, Recommender, model_option
 from bivrec.models.bivrec.cross_view import COARSE_FORMS, FINE_FORMS, coarse_loss, fine_loss
 from bivrec.models.bivrec.decomposition import InterestDecomposition
 from bivrec.models.bivrec.embedding import MultiScaleEmbedding
@@ -24,14 +24,11 @@ from bivrec.models.layers import full_softmax_loss, hard_readout, init_weights
 
 VIEWS = {"id": ("id",), "mm": ("mm",), "both": ("id", "mm")}
 READOUTS = ("auto", "id", "mm", "sum", "max")
-MODALITIES = ("image", "text")
 FUSIONS = ("concat", "sum")
 
 
 def _option(cfg: dict, key: str):
-    if key not in cfg:
-        raise KeyError(f"bivrec model config lacks {key!r} (set it under model: or model.bivrec: in params.yaml)")
-    return cfg[key]
+    return model_option(cfg, key, "bivrec")
 
 
 def _choice(cfg: dict, key: str, allowed) -> str:
