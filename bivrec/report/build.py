@@ -61,6 +61,8 @@ def cold_start_table(params: dict, experiments_root: Path, metric: str) -> tuple
         results = _read_json(experiments_root / dataset / "cold_start.json")["runs"]
         frame = pd.DataFrame({run: {group: m.get(metric, float("nan")) for group, m in groups.items()} for run, groups in results.items()}).T
         frame = frame.reindex(params["runs"])
+        users = next(iter(results.values()))  # every run sees the same groups of test users
+        frame.columns = [f"{group} ({users[group]['users']} users)" for group in frame.columns]
         per_dataset[dataset] = frame
         frames.update({f"{dataset} {group}" if len(params["datasets"]) > 1 else group: frame[group] for group in frame.columns})
     table = pd.DataFrame(frames)
