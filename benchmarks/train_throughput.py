@@ -15,7 +15,6 @@ rate), and peak memory (process RSS; CUDA peak allocation on a GPU). Reference: 
 from __future__ import annotations
 
 import argparse
-import ctypes
 import resource
 import time
 from pathlib import Path
@@ -26,7 +25,7 @@ import yaml
 from bivrec.data.dataset import EvalSplit, SequenceData
 from bivrec.features.store import ItemFeatures
 from bivrec.models import build_model
-from bivrec.device import pick_device
+from bivrec.device import keep_freed_memory_in_the_heap, pick_device
 from bivrec.train import SequenceSampler
 
 N_ITEMS, N_USERS, BATCH, MAX_LEN, N_INTERESTS, DIM = 7050, 19444, 2048, 20, 4, 64
@@ -47,21 +46,6 @@ def baby_scale_data(device: torch.device, gen: torch.Generator) -> tuple[Sequenc
     image, text = torch.rand(N_ITEMS + 1, IMAGE_DIM, generator=gen), torch.randn(N_ITEMS + 1, TEXT_DIM, generator=gen)
     image[0], text[0] = 0, 0
     return data, ItemFeatures(image, text, mask, mask.clone())
-
-
-def keep_freed_memory_in_the_heap() -> bool:
-    """Tell glibc malloc to serve every block from the heap (no mmap) and never trim it.
-
-    A step allocates several [batch, n_items] buffers (58 MB each at Baby scale); by default each is
-    a fresh mmap whose pages the kernel faults in and zeroes again every step (~40 ms per buffer on
-    this machine). Kept in the heap they are reused. Same as MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=...
-    """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return False
-    m_trim_threshold, m_mmap_max = -1, -4
-    return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 2**30))
 
 
 def main() -> None:

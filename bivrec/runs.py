@@ -19,7 +19,7 @@ from bivrec.data.dataset import DataError, load_dataset
 from bivrec.evaluate import evaluate
 from bivrec.features.store import load_features
 from bivrec.models import build_model
-from bivrec.device import pick_device
+from bivrec.device import keep_freed_memory_in_the_heap, pick_device
 from bivrec.train import clear_resume_state, fit, run_fingerprint
 
 RESUME_ROOT = Path(".bivrec") / "resume"
@@ -74,6 +74,8 @@ def train_run(params: dict, run: str, data_dir: Path, features_dir: Path, out_di
     model_name, model_cfg = resolve_run(params, run)
     seed, train_cfg, eval_cfg = params["seed"], params["train"], params["eval"]
     device = pick_device(train_cfg.get("device", "auto"))
+    if device.type == "cpu":
+        keep_freed_memory_in_the_heap()
     data, features = _load_inputs(data_dir, features_dir, model_cfg["max_len"])
     model = _build(model_name, model_cfg, data, features, seed, device)
     fingerprint = run_fingerprint(model_name, model_cfg, train_cfg, eval_cfg, seed, _inputs_digest(data_dir, features_dir))

@@ -20,23 +20,26 @@ def full_softmax_loss(user_vec: torch.Tensor, item_table: torch.Tensor, target: 
 class SoftmaxCrossEntropy(torch.autograd.Function):
     """Mean cross-entropy of logits [B, N] against class indices [B]; equals ``F.cross_entropy``.
 
-    Fused for a wide N (every item is a class): the backward writes ``softmax − one_hot`` into a
-    single buffer, where the generic path zero-fills a [B, N] one-hot gradient and runs the general
-    log-softmax backward over it.
+    Fused for a wide N (every item is a class): the forward keeps the softmax and the backward turns
+    it into ``softmax − one_hot`` in place, where the generic path zero-fills a [B, N] one-hot
+    gradient, runs the general log-softmax backward over it, and exponentiates again.
+    The loss value is ``−log softmax[target]``, read off the kept softmax; where the target's
+    probability underflows (a logit gap beyond ~87 in fp32) a sample's value is capped at ~87, while
+    the gradient stays exact.
     """
 
     @staticmethod
     def forward(ctx, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        log_probs = torch.log_softmax(logits, 1)
-        ctx.save_for_backward(log_probs, target)
-        return -log_probs.gather(1, target.unsqueeze(1)).mean()
+        probs = torch.softmax(logits, 1)
+        ctx.save_for_backward(probs, target)
+        target_prob = probs.gather(1, target.unsqueeze(1))
+        return -target_prob.clamp_min(torch.finfo(probs.dtype).tiny).log().mean()
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        log_probs, target = ctx.saved_tensors
-        grad_logits = log_probs.exp()
-        grad_logits[torch.arange(target.shape[0], device=target.device), target] -= 1
-        return grad_logits.mul_(grad / target.shape[0]), None
+        probs, target = ctx.saved_tensors  # reused as the gradient buffer: nothing else needs it
+        probs[torch.arange(target.shape[0], device=target.device), target] -= 1
+        return probs.mul_(grad / target.shape[0]), None
 
 
 def hard_readout(interests: torch.Tensor, target_emb: torch.Tensor) -> torch.Tensor:

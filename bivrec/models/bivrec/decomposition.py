@@ -115,10 +115,13 @@ def competitive_assignment(logits: torch.Tensor, mask: torch.Tensor, tau: float,
     ``gumbel``), ``hard`` its straight-through one-hot: one-hot values, the gradient of ``soft``.
     Padding tokens get all-zero columns in both.
     """
-    if gumbel:
-        logits = logits - torch.empty_like(logits).exponential_().log()  # + Gumbel(0, 1) noise
+    if gumbel:  # + Gumbel(0, 1) noise = −log(−log U); uniform draws are far cheaper than exponential_ on CPU
+        uniform = torch.rand_like(logits).clamp_(min=torch.finfo(logits.dtype).tiny)
+        logits = logits - uniform.log_().neg_().log_()
     soft = masked_softmax(logits / tau, mask, dim=1)
-    one_hot = F.one_hot(soft.argmax(1), soft.shape[1]).transpose(1, 2).to(soft.dtype) * mask
+    # argmax over a contiguous last axis: over the strided interest axis it is several times slower
+    choice = soft.transpose(1, 2).contiguous().argmax(-1)
+    one_hot = F.one_hot(choice, soft.shape[1]).transpose(1, 2).to(soft.dtype) * mask
     return soft, one_hot - soft.detach() + soft
 
 
