@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
 import subprocess
@@ -14,6 +13,7 @@ import pandas as pd
 import torch
 
 from bivrec.atomic import atomic_path, write_json
+from bivrec.checksums import files_sha256
 from bivrec.config import resolve_run
 from bivrec.data.dataset import DataError, load_dataset
 from bivrec.evaluate import evaluate
@@ -30,16 +30,9 @@ def resume_dir_for(out_dir: Path) -> Path:
     return RESUME_ROOT / out_dir.as_posix().lstrip("/")
 
 
-def _digest(paths: list[Path]) -> str:
-    digest = hashlib.sha256()
-    for path in sorted(paths):
-        digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
-
-
 def _inputs_digest(data_dir: Path, features_dir: Path) -> str:
     files = list((data_dir / "split").glob("*.parquet")) + list(features_dir.glob("*/features.json"))
-    return _digest([f for f in files if f.is_file()])
+    return files_sha256(f for f in files if f.is_file())[:16]
 
 
 def _git_revision() -> str:

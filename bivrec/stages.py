@@ -7,8 +7,9 @@ lists the same keys per stage (checked by tests/test_workflow_consistency.py).
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
+
+from bivrec.checksums import files_sha256
 
 STAGE_PARAMS: dict[str, list[str]] = {
     "download": ["seed", "data.{dataset}"],
@@ -41,12 +42,10 @@ def stage_keys(stage: str, **wildcards: str) -> list[str]:
 
 
 def code_digest(stage: str, root: str | Path = ".") -> str:
-    """Content hash of the stage's code (Python sources only, in a stable order)."""
-    digest = hashlib.sha256()
+    """Content hash of the stage's code (Python sources only, names and contents)."""
+    root = Path(root)
+    files = []
     for entry in STAGE_CODE[stage]:
-        path = Path(root) / entry
-        files = sorted(path.rglob("*.py")) if path.is_dir() else [path]
-        for file in files:
-            digest.update(str(file.relative_to(root)).encode())
-            digest.update(file.read_bytes())
-    return digest.hexdigest()[:16]
+        path = root / entry
+        files += sorted(path.rglob("*.py")) if path.is_dir() else [path]
+    return files_sha256(files, root=root)[:16]

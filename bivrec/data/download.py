@@ -29,6 +29,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from bivrec.atomic import atomic_path
+from bivrec.checksums import file_sha256
 from bivrec.data.dataset import DataError
 from bivrec.data.sources import resolve_url, source_file
 from bivrec.data.validate import note
@@ -43,14 +44,6 @@ class DownloadError(DataError):
 
 class _Transient(Exception):
     """A failure worth retrying (network hiccup, timeout, 5xx)."""
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _local_path(url: str) -> Path | None:
@@ -116,7 +109,7 @@ def fetch(url: str, dest: Path, sha256: str | None = None, size: int | None = No
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     if dest.exists():
-        actual = sha256_of(dest)
+        actual = file_sha256(dest)
         if sha256 is None or actual == sha256:
             return actual
         dest.unlink()
@@ -131,7 +124,7 @@ def fetch(url: str, dest: Path, sha256: str | None = None, size: int | None = No
             last_error = str(error)
             continue
         actual_size = part.stat().st_size if part.exists() else 0
-        actual = sha256_of(part) if part.exists() else hashlib.sha256(b"").hexdigest()
+        actual = file_sha256(part) if part.exists() else hashlib.sha256(b"").hexdigest()
         if size is not None and actual_size != size:
             last_error = f"size mismatch: expected {size} bytes, got {actual_size}"
             part.unlink(missing_ok=True)

@@ -4,7 +4,6 @@ resumable encoding loop, and the assembly of the final feature table."""
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib.util
 import json
 import os
@@ -18,6 +17,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from bivrec.checksums import files_sha256
 from bivrec.data.dataset import DataError
 from bivrec.features.store import ResumeChunks
 
@@ -53,13 +53,7 @@ def local_path(spec: str | None) -> Path | None:
 
 def folder_sha256(folder: Path) -> str:
     """One checksum over every file of a model folder (names and contents)."""
-    digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        digest.update(str(path.relative_to(folder)).encode())
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
+    return files_sha256((p for p in folder.rglob("*") if p.is_file()), root=folder)
 
 
 def usable_cores() -> int:

@@ -47,7 +47,8 @@ from bivrec.features.extraction import (
     runtime_record,
     stable_key,
 )
-from bivrec.features.store import UNREADABLE_REPORT, ResumeChunks, file_sha256, write_modality
+from bivrec.checksums import file_sha256
+from bivrec.features.store import UNREADABLE_REPORT, ResumeChunks, write_modality
 
 log = logging.getLogger(__name__)
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bivrec.checksums import file_sha256
 from bivrec.atomic import atomic_path
 from bivrec.data.dataset import DataError
 
@@ -71,14 +72,6 @@ def read_sidecar(folder: str | Path) -> dict:
 # of feature files a dataset ships ready-made.
 
 UNREADABLE_REPORT = "unreadable.tsv"  # items whose input could not be read/decoded: item, path, error
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def text_sha256(text: str) -> str:
