@@ -10,7 +10,7 @@ import yaml
 from snakemake.utils import min_version, validate
 
 from bivrec.config import select, validate_params
-from bivrec.stages import code_digest, stage_keys
+from bivrec.stages import STAGE_CODE, code_digest, stage_keys
 
 min_version("8.0")
 
@@ -43,11 +43,14 @@ def _effective_params_file():
 PARAMS = _effective_params_file()
 
 
+CODE_DIGESTS = {stage: code_digest(stage) for stage in STAGE_CODE}  # hashed once, not once per job
+
+
 def stage_params(stage):
     """Rule params: the exact params.yaml values and code the stage reads (its rerun triggers)."""
     return lambda wildcards: {
         "params": select(config, stage_keys(stage, **dict(wildcards.items()))),
-        "code": code_digest(stage),
+        "code": CODE_DIGESTS[stage],
     }
 
 
