@@ -15,7 +15,7 @@ from bivrec.config import ParamsError
 from bivrec.data.dataset import load_dataset
 from bivrec.data.download import download
 from bivrec.data.preprocess import preprocess
-from bivrec.data.synthetic import COLOURS, category_look, config_with_defaults, generate
+from bivrec.data.synthetic import COLOURS, category_look, config_with_defaults, generate, style_hue
 
 SMALL = {
     "kind": "synthetic",
@@ -76,11 +76,40 @@ def test_category_shows_in_text_and_image(raw):
     for _, row in merged.iterrows():
         rgb = np.asarray(Image.open(raw / row["image"]).convert("RGB"), np.float64) / 255
         hsv = np.array([colorsys.rgb_to_hsv(*p) for p in rgb.reshape(-1, 3)])
-        saturated = hsv[hsv[:, 1] > 0.5]
+        saturated = hsv[hsv[:, 1] > 0.6]  # the shape (saturation >= 0.7), not the tinted background (<= 0.3)
         angle = np.angle(np.exp(2j * np.pi * saturated[:, 0]).mean()) / (2 * np.pi) % 1
         distance = np.abs((hues - angle + 0.5) % 1 - 0.5)
         hits.append(COLOURS[int(distance.argmin())][0] == category_look(row["category"])["colour"][0])
     assert np.mean(hits) > 0.95
+
+
+def test_style_shows_in_text_and_background_and_users_prefer_one(raw, tmp_path):
+    _, latent, items = _tables(raw)
+    merged = items.merge(latent, on="item_id")
+    for _, row in merged.iterrows():
+        noun = category_look(row["category"])["theme"][1][row["style"]]
+        assert row["title"].endswith(noun)
+    # background (unsaturated, bright) pixels take the style's hue
+    errors = []
+    for _, row in merged.head(60).iterrows():
+        rgb = np.asarray(Image.open(raw / row["image"]).convert("RGB"), np.float64) / 255
+        corners = np.concatenate([rgb[:4, :4].reshape(-1, 3), rgb[-4:, -4:].reshape(-1, 3)])
+        hsv = np.array([colorsys.rgb_to_hsv(*p) for p in corners])
+        angle = np.angle(np.exp(2j * np.pi * hsv[:, 0]).mean()) / (2 * np.pi) % 1
+        errors.append(abs((angle - style_hue(row["style"]) + 0.5) % 1 - 0.5))
+    assert np.median(errors) < 0.05
+    # inside a category a user's clicks concentrate on one style; styles of ~30 items, so that a
+    # preferred style is not used up by one user's sequence
+    generate({**SMALL, "n_items": 480, "n_categories": 4}, 7, tmp_path / "styles")
+    inter, latent, _ = _tables(tmp_path / "styles")
+    seq = inter.merge(latent, on="item_id")
+
+    def top_style_share(styles) -> float:
+        per_interest = seq.assign(style=styles).groupby(["user_id", "category"])["style"]
+        return per_interest.agg(lambda s: s.value_counts().iloc[0] / len(s))[per_interest.size() >= 5].mean()
+
+    shuffled = np.random.default_rng(0).permutation(seq["style"].to_numpy())
+    assert top_style_share(seq["style"].to_numpy()) > top_style_share(shuffled) + 0.15
 
 
 def test_users_mix_few_interests_and_dwell(raw):

@@ -5,15 +5,18 @@ Written in the same raw form as a real download, so the same preprocessing reads
 - ``interactions.csv``: ``user_id, item_id, timestamp`` (string ids, unix seconds),
 - ``items.jsonl``: one JSON object per item with ``item_id, title, description, categories, image``,
 - ``images/<item_id>.jpg``: one picture per item,
-- ``latent.csv``: the generator's ground truth (``item_id, category, cold``) for analysis and tests.
+- ``latent.csv``: the generator's ground truth (``item_id, category, style, cold``) for analysis and tests.
 
 Structure a multimodal multi-interest model can learn:
 
 - every item belongs to one latent category; the category shows in the image (shape, colour and
   texture) and in the text (the category's vocabulary and colour word), with per-item variation;
+- inside its category every item has one of ``styles_per_category`` latent styles, which shows in the
+  image (the background's hue) and in the text (the product noun); each user prefers one style per
+  interest and picks inside it with probability ``style_affinity``;
 - items have a Zipf popularity inside their category, categories have a skewed popularity, and a
   ``cold_fraction`` of items is rare (their popularity is scaled by ``cold_popularity``) but their
-  content still reveals the category, so a feature-based view can rank them where an ID view cannot;
+  content still reveals category and style, so a feature-based view can rank them where an ID view cannot;
 - each user mixes 2-4 interests (categories) and dwells on one for a few steps before switching
   (``dwell_probability``); inside an interest the next item is often a neighbour of the previous one
   on a hidden per-category cycle (``transition_locality``), which an ID sequence model can learn;
@@ -45,6 +48,8 @@ DEFAULTS = {
     "category_popularity_exponent": 0.5,
     "cold_fraction": 0.2,
     "cold_popularity": 0.05,
+    "styles_per_category": 4,
+    "style_affinity": 0.7,
     "dwell_probability": 0.8,
     "transition_locality": 0.5,
     "noise_rate": 0.03,
@@ -93,6 +98,10 @@ def config_with_defaults(cfg: dict) -> dict:
         raise ParamsError("data.synthetic: need 2 <= min_length <= max_length")
     if merged["n_items"] < merged["n_categories"] * 4:
         raise ParamsError("data.synthetic: need at least 4 items per category (n_items >= 4 * n_categories)")
+    if not 1 <= merged["styles_per_category"] <= len(THEMES[0][1]):
+        raise ParamsError(f"data.synthetic.styles_per_category must be in [1, {len(THEMES[0][1])}] (one product noun each)")
+    if not 0 <= merged["style_affinity"] <= 1:
+        raise ParamsError("data.synthetic.style_affinity must be in [0, 1]")
     return merged
 
 
@@ -148,13 +157,19 @@ def _rgb(hue: float, saturation: float, value: float) -> tuple[int, int, int]:
     return tuple(int(round(255 * c)) for c in colorsys.hsv_to_rgb(hue % 1.0, saturation, value))
 
 
-def draw_item_image(category: int, rng: np.random.Generator, size: int) -> Image.Image:
-    """The category's shape/colour/texture with per-item jitter of position, size, angle, hue and noise."""
+def style_hue(style: int) -> float:
+    """Background hue of a style: golden-ratio steps keep any number of styles apart."""
+    return (style * 0.618034) % 1.0
+
+
+def draw_item_image(category: int, style: int, rng: np.random.Generator, size: int) -> Image.Image:
+    """The category's shape/colour/texture on the style's background hue, with per-item jitter of
+    position, size, angle, hues and noise."""
     look = category_look(category)
     hue = look["colour"][1] + rng.normal(0, 0.025)
     fg = _rgb(hue, rng.uniform(0.7, 1.0), rng.uniform(0.75, 1.0))
     fg_dark = _rgb(hue, rng.uniform(0.7, 1.0), rng.uniform(0.35, 0.55))
-    background = _rgb(rng.random(), rng.uniform(0.0, 0.15), rng.uniform(0.85, 1.0))
+    background = _rgb(style_hue(style) + rng.normal(0, 0.02), rng.uniform(0.15, 0.3), rng.uniform(0.85, 1.0))
     r = size * rng.uniform(0.28, 0.4)
     cx, cy = size / 2 + rng.uniform(-0.1, 0.1, 2) * size
     angle = rng.uniform(0, 2 * np.pi)
@@ -176,12 +191,13 @@ def draw_item_image(category: int, rng: np.random.Generator, size: int) -> Image
     return Image.fromarray(np.clip(np.asarray(image, np.float64) + noise, 0, 255).astype(np.uint8), "RGB")
 
 
-def item_text(category: int, rng: np.random.Generator) -> dict:
-    """Title, description and category path from the category's vocabulary plus shared filler."""
+def item_text(category: int, style: int, rng: np.random.Generator) -> dict:
+    """Title, description and category path: the style's noun in the category's vocabulary, plus filler."""
     look = category_look(category)
     theme, nouns = look["theme"]
     colour = look["colour"][0]
-    noun, other = rng.choice(nouns, size=2, replace=False)
+    noun = nouns[style]
+    other = nouns[(style + 1 + rng.integers(len(nouns) - 1)) % len(nouns)]
     adjective = ADJECTIVES[rng.integers(len(ADJECTIVES))]
     brand = BRANDS[rng.integers(len(BRANDS))]
     title = f"{brand} {adjective} {colour} {noun}"
@@ -196,37 +212,45 @@ def item_text(category: int, rng: np.random.Generator) -> dict:
 
 
 def _item_catalogue(cfg: dict, rng: np.random.Generator):
-    """Category, cold flag and sampling weight of every item, plus each category's hidden cycle."""
+    """Category, style, cold flag and sampling weight of every item, plus each category's hidden cycle."""
     n_items, n_categories = cfg["n_items"], cfg["n_categories"]
     category = np.sort(rng.permutation(np.arange(n_items) % n_categories))  # balanced sizes
+    style = np.zeros(n_items, np.int64)
     cold = np.zeros(n_items, bool)
     cold[rng.choice(n_items, size=int(round(cfg["cold_fraction"] * n_items)), replace=False)] = True
     weight = np.zeros(n_items)
     cycles = []
     for c in range(n_categories):  # per category, not per item: n_categories iterations
         members = np.flatnonzero(category == c)
+        style[members] = rng.permutation(np.arange(members.size) % cfg["styles_per_category"])  # balanced
         rank = rng.permutation(members.size) + 1
         weight[members] = rank ** -float(cfg["popularity_exponent"])
-        # the cycle of "next item" transitions runs through the warm items only
-        warm = members[~cold[members]]
-        cycles.append(rng.permutation(warm))
+        # the cycle of "next item" transitions runs through the warm items only, style by style
+        warm = rng.permutation(members[~cold[members]])
+        cycles.append(warm[np.argsort(style[warm], kind="stable")])
     weight[cold] *= cfg["cold_popularity"]
-    return category, cold, weight, cycles
+    return category, style, cold, weight, cycles
 
 
-def _sequences(cfg: dict, rng: np.random.Generator, category, weight, cycles) -> tuple[np.ndarray, np.ndarray]:
+def _sampling_table(group: np.ndarray, n_groups: int, weight: np.ndarray):
+    """Per group its items and their cumulative popularity, padded to the largest group."""
+    sizes = np.bincount(group, minlength=n_groups)
+    members = np.full((n_groups, sizes.max()), -1)
+    cdf = np.ones((n_groups, sizes.max()))
+    for g in range(n_groups):  # per group, not per item
+        idx = np.flatnonzero(group == g)
+        members[g, : idx.size] = idx
+        cdf[g, : idx.size] = np.cumsum(weight[idx]) / weight[idx].sum()
+    return members, cdf, sizes
+
+
+def _sequences(cfg: dict, rng: np.random.Generator, category, style, weight, cycles) -> tuple[np.ndarray, np.ndarray]:
     """[U, max_length] item indices (-1 = none) generated step by step, vectorised over users."""
     n_users, n_items, n_categories = cfg["n_users"], cfg["n_items"], cfg["n_categories"]
-    max_length = cfg["max_length"]
+    n_styles, max_length = cfg["styles_per_category"], cfg["max_length"]
 
-    # sampling tables: per category the items' cumulative popularity, padded to the largest category
-    sizes = np.bincount(category, minlength=n_categories)
-    members = np.full((n_categories, sizes.max()), -1)
-    cdf = np.ones((n_categories, sizes.max()))
-    for c in range(n_categories):
-        idx = np.flatnonzero(category == c)
-        members[c, : idx.size] = idx
-        cdf[c, : idx.size] = np.cumsum(weight[idx]) / weight[idx].sum()
+    members, cdf, sizes = _sampling_table(category, n_categories, weight)
+    style_members, style_cdf, style_sizes = _sampling_table(category * n_styles + style, n_categories * n_styles, weight)
     # position of each warm item on its category's cycle, and the cycle as a padded table
     cycle_len = np.array([len(cy) for cy in cycles])
     cycle_table = np.full((n_categories, max(cycle_len.max(), 1)), -1)
@@ -246,6 +270,7 @@ def _sequences(cfg: dict, rng: np.random.Generator, category, weight, cycles) ->
     has = np.arange(n_categories)[None, :] < n_interests[:, None]
     mix = rng.dirichlet(np.ones(n_categories), size=n_users) * has  # weights over ranked slots
     mix /= mix.sum(1, keepdims=True)
+    preferred_style = rng.integers(0, n_styles, size=(n_users, n_categories))  # per user and category
 
     lengths = rng.integers(cfg["min_length"], max_length + 1, size=n_users)
     out = np.full((n_users, max_length), -1)
@@ -260,9 +285,15 @@ def _sequences(cfg: dict, rng: np.random.Generator, category, weight, cycles) ->
         w /= w.sum(1, keepdims=True)
         return np.minimum((w.cumsum(1) < rng.random((n_users, 1))).sum(1), n_interests - 1)
 
-    def popular_item(cats: np.ndarray) -> np.ndarray:
+    def popular_item(cats: np.ndarray, who: np.ndarray) -> np.ndarray:
+        """By popularity inside the category, or inside the user's preferred style of it."""
         idx = (cdf[cats] < rng.random((cats.size, 1))).sum(1)
-        return members[cats, np.minimum(idx, sizes[cats] - 1)]
+        by_category = members[cats, np.minimum(idx, sizes[cats] - 1)]
+        groups = cats * n_styles + preferred_style[who, cats]
+        idx = (style_cdf[groups] < rng.random((cats.size, 1))).sum(1)
+        by_style = style_members[groups, np.minimum(idx, style_sizes[groups] - 1)]
+        in_style = (rng.random(cats.size) < cfg["style_affinity"]) & (style_sizes[groups] > 0)
+        return np.where(in_style, by_style, by_category)
 
     slot = pick_slot(None)
     previous = np.full(n_users, -1)
@@ -272,7 +303,7 @@ def _sequences(cfg: dict, rng: np.random.Generator, category, weight, cycles) ->
             slot = np.where(switch, pick_slot(slot), slot)
             previous = np.where(switch, -1, previous)
         cats = ranked[users, slot]
-        candidate = popular_item(cats)
+        candidate = popular_item(cats, users)
         # neighbour on the hidden cycle of the previous item, when there is a warm previous item
         prev_pos = np.where(previous >= 0, cycle_pos[np.maximum(previous, 0)], -1)
         local = (prev_pos >= 0) & (rng.random(n_users) < cfg["transition_locality"])
@@ -286,7 +317,7 @@ def _sequences(cfg: dict, rng: np.random.Generator, category, weight, cycles) ->
             clash = seen[users, candidate]
             if not clash.any():
                 break
-            candidate[clash] = popular_item(cats[clash])
+            candidate[clash] = popular_item(cats[clash], users[clash])
         ok = ~seen[users, candidate] & (step < lengths)
         out[ok, step] = candidate[ok]
         seen[users[ok], candidate[ok]] = True
@@ -300,8 +331,8 @@ def generate(cfg: dict, seed: int, folder: Path) -> None:
     folder = Path(folder)
     (folder / "images").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    category, cold, weight, cycles = _item_catalogue(cfg, rng)
-    sequences, _ = _sequences(cfg, rng, category, weight, cycles)
+    category, style, cold, weight, cycles = _item_catalogue(cfg, rng)
+    sequences, _ = _sequences(cfg, rng, category, style, weight, cycles)
 
     item_ids = np.array([f"I{i:05d}" for i in range(cfg["n_items"])])
     user_ids = np.array([f"U{u:05d}" for u in range(cfg["n_users"])])
@@ -322,8 +353,10 @@ def generate(cfg: dict, seed: int, folder: Path) -> None:
     with open(folder / "items.jsonl", "w") as meta:
         for i, item_id in enumerate(item_ids):  # one picture per item: inherent per-item work
             image_path = f"images/{item_id}.jpg"
-            draw_item_image(int(category[i]), image_rng, cfg["image_size"]).save(folder / image_path, quality=90)
-            record = {"item_id": item_id, **item_text(int(category[i]), text_rng), "image": image_path}
+            draw_item_image(int(category[i]), int(style[i]), image_rng, cfg["image_size"]).save(
+                folder / image_path, quality=90
+            )
+            record = {"item_id": item_id, **item_text(int(category[i]), int(style[i]), text_rng), "image": image_path}
             meta.write(json.dumps(record) + "\n")
-    pd.DataFrame({"item_id": item_ids, "category": category, "cold": cold}).to_csv(folder / "latent.csv", index=False)
+    pd.DataFrame({"item_id": item_ids, "category": category, "style": style, "cold": cold}).to_csv(folder / "latent.csv", index=False)
     (folder / "generator.json").write_text(json.dumps({"seed": seed, "config": cfg}, indent=2, sort_keys=True) + "\n")
