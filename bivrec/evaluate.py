@@ -5,7 +5,10 @@ Every user of a split is scored against the whole catalogue with inner products
 retrieves its own top-N, the candidates are merged by score, de-duplicated and cut to N. That list
 is exactly the top-N of the per-item maximum over interests (an item in the merged top-N is
 necessarily in the top-N of the interest that scores it highest), so the evaluator ranks by that
-maximum, which needs no candidate bookkeeping. Padding item 0 is never recommended.
+maximum, which needs no candidate bookkeeping. Padding item 0 is never recommended. A model may
+rank by another score (``Recommender.item_scores``; BiVRec's fused readout mixes its two views'
+probabilities). ``candidates`` restricts the ranking to a set of items (the item cold-start protocol
+ranks new items among new items).
 
 Ranking is deterministic: score descending, ties broken by the smaller item id.
 
@@ -47,15 +50,30 @@ def model_device(model: torch.nn.Module) -> torch.device:
 
 
 def evaluate(
-    model: Recommender, split: EvalSplit, topk=(20, 50), user_batch_size: int = 1024
+    model: Recommender,
+    split: EvalSplit,
+    topk=(20, 50),
+    user_batch_size: int = 1024,
+    candidates: torch.Tensor | None = None,
 ) -> EvalResult:
-    """Rank all items for every user of ``split`` and compute the metrics at each N in ``topk``."""
+    """Rank all items (or only the ``candidates``, a bool mask [N+1]) for every user of ``split`` and
+    compute the metrics at each N in ``topk``."""
     topk = sorted({int(n) for n in topk})
     if not topk or topk[0] < 1:
         raise ValueError(f"topk must be positive integers, got {topk}")
     if len(split) and bool((split.targets > 0).sum(1).min() == 0):
         raise ValueError("evaluation split has users without targets")
     device = model_device(model)
+    excluded = None
+    if candidates is not None:
+        if candidates.dtype != torch.bool or candidates.dim() != 1:
+            raise ValueError(f"candidates must be a 1-d bool mask over items, got {candidates.dtype} {tuple(candidates.shape)}")
+        if candidates.shape[0] != model.n_items + 1:
+            raise ValueError(f"candidates mask has {candidates.shape[0]} entries; expected n_items + 1 = {model.n_items + 1}")
+        targets = split.targets[split.targets > 0]
+        if not bool(candidates.to(targets.device)[targets].all()):
+            raise ValueError("evaluation split has targets outside the candidates")
+        excluded = ~candidates.to(device)
     was_training = model.training
     model.eval()
     per_user_parts: dict[str, list[torch.Tensor]] = {f"{m}@{n}": [] for m in METRIC_NAMES for n in topk}
@@ -68,9 +86,11 @@ def evaluate(
             for start in range(0, len(split), user_batch_size):
                 history = split.history[start : start + user_batch_size].to(device)
                 targets = split.targets[start : start + user_batch_size].to(device)
-                interests = model.user_interests(history).float()
                 batch_buffers = [buffer[: len(history)] for buffer in buffers]
-                ranked = top_items(max_interest_scores(interests, item_table, *batch_buffers), max(topk))
+                scores = model.item_scores(history, item_table, *batch_buffers)
+                if excluded is not None:
+                    scores.masked_fill_(excluded, float("-inf"))
+                ranked = top_items(scores, max(topk))
                 for name, values in ranking_metrics(ranked, targets, topk).items():
                     per_user_parts[name].append(values.cpu())
     finally:
@@ -82,25 +102,6 @@ def evaluate(
     metrics = {name: float(values.mean()) if values.size else float("nan") for name, values in per_user.items()}
     per_user["users"] = split.users.cpu().numpy()
     return EvalResult(metrics, per_user)
-
-
-def max_interest_scores(
-    interests: torch.Tensor, item_table: torch.Tensor, out: torch.Tensor | None = None, work: torch.Tensor | None = None
-) -> torch.Tensor:
-    """[B, K, d] x [N+1, d] -> [B, N+1]: each item's best-interest score, padding column at -inf.
-
-    ``out`` and ``work`` are optional [B, N+1] buffers; one interest is scored at a time so memory
-    does not grow with K.
-    """
-    shape = (interests.shape[0], item_table.shape[0])
-    out = torch.empty(shape, device=interests.device) if out is None else out
-    work = torch.empty(shape, device=interests.device) if work is None and interests.shape[1] > 1 else work
-    torch.mm(interests[:, 0], item_table.T, out=out)
-    for k in range(1, interests.shape[1]):
-        torch.mm(interests[:, k], item_table.T, out=work)
-        torch.maximum(out, work, out=out)
-    out[:, 0] = float("-inf")
-    return out
 
 
 def top_items(scores: torch.Tensor, n: int) -> torch.Tensor:

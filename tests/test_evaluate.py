@@ -178,3 +178,19 @@ def test_paired_significance():
     assert paired_significance(base, base + noise) == pytest.approx(paired_significance(base + noise, base))
     with pytest.raises(ValueError):
         paired_significance(base, base[:10])
+
+
+def test_candidates_restrict_the_ranking_and_are_validated():
+    # one user, one interest; item scores 5, 4, 3, 2, 1 for items 1..5
+    model = FixedModel(torch.ones(1, 1, 1), torch.tensor([[0.0], [5.0], [4.0], [3.0], [2.0], [1.0]]))
+    split = make_split([[4]])
+    assert evaluate(model, split, [2]).metrics["recall@2"] == 0.0  # item 4 ranks 4th among all items
+    candidates = torch.tensor([False, False, True, False, True, True])  # items 2, 4, 5
+    result = evaluate(model, split, [2], candidates=candidates)
+    assert result.metrics["recall@2"] == 1.0 and result.metrics["ndcg_std@2"] == pytest.approx(1 / math.log2(3))
+    with pytest.raises(ValueError, match="outside the candidates"):
+        evaluate(model, make_split([[1]]), [2], candidates=candidates)
+    with pytest.raises(ValueError, match="n_items \\+ 1"):
+        evaluate(model, split, [2], candidates=candidates[:5])
+    with pytest.raises(ValueError, match="bool mask"):
+        evaluate(model, split, [2], candidates=candidates.long())

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from bivrec.features.store import ItemFeatures
+from bivrec.models.layers import max_interest_scores
 
 
 #: the item modalities a model can read from ``ItemFeatures``
@@ -31,7 +32,8 @@ class Recommender(nn.Module):
     - ``item_table() -> [n_items + 1, d]``: row 0 is padding and is never recommended.
 
     Scores are inner products ``user_interests @ item_table().T``; a multi-interest user's score
-    for an item is its best interest's score (ComiRec retrieval, see ``bivrec.evaluate``).
+    for an item is its best interest's score (ComiRec retrieval, see ``bivrec.evaluate``). A model
+    whose ranking is not an inner product (BiVRec's fused readout) overrides ``item_scores``.
     """
 
     #: models without trainable parameters (popularity) skip the optimisation loop
@@ -50,3 +52,12 @@ class Recommender(nn.Module):
 
     def item_table(self) -> torch.Tensor:
         raise NotImplementedError
+
+    def item_scores(
+        self, history: torch.Tensor, item_table: torch.Tensor, out: torch.Tensor | None = None, work: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """[B, N+1] ranking scores of every item (``item_table`` = ``self.item_table()``), padding at -inf.
+
+        ``out`` and ``work`` are optional [B, N+1] buffers the evaluator reuses across batches.
+        """
+        return max_interest_scores(self.user_interests(history).float(), item_table, out, work)

@@ -1,4 +1,5 @@
-"""Blocks shared by BiVRec and the baselines: full-softmax loss, ComiRec hard readout, masking, init."""
+"""Blocks shared by BiVRec and the baselines: full-softmax loss, ComiRec hard readout and retrieval
+scores, masking, init."""
 
 from __future__ import annotations
 
@@ -95,3 +96,22 @@ def init_weights(module: nn.Module) -> None:
     elif isinstance(module, nn.LayerNorm):
         nn.init.ones_(module.weight)
         nn.init.zeros_(module.bias)
+
+
+def max_interest_scores(
+    interests: torch.Tensor, item_table: torch.Tensor, out: torch.Tensor | None = None, work: torch.Tensor | None = None
+) -> torch.Tensor:
+    """[B, K, d] x [N+1, d] -> [B, N+1]: each item's best-interest score, padding column at -inf.
+
+    ``out`` and ``work`` are optional [B, N+1] buffers; one interest is scored at a time so memory
+    does not grow with K.
+    """
+    shape = (interests.shape[0], item_table.shape[0])
+    out = torch.empty(shape, device=interests.device) if out is None else out
+    work = torch.empty(shape, device=interests.device) if work is None and interests.shape[1] > 1 else work
+    torch.mm(interests[:, 0], item_table.T, out=out)
+    for k in range(1, interests.shape[1]):
+        torch.mm(interests[:, k], item_table.T, out=work)
+        torch.maximum(out, work, out=out)
+    out[:, 0] = float("-inf")
+    return out
