@@ -113,7 +113,9 @@ def planted_data(seed: int = 0, n_items: int = 120, n_categories: int = 6) -> tu
 # --------------------------------------------------------------------------- shapes and padding
 
 
-@pytest.mark.parametrize("readout,width,interests", [("id", 16, 2), ("mm", 16, 2), ("sum", 32, 4), ("max", 32, 4)])
+@pytest.mark.parametrize(
+    "readout,width,interests", [("id", 16, 2), ("mm", 16, 2), ("sum", 32, 4), ("max", 32, 4), ("fused", 32, 2)]
+)
 def test_shapes_of_interests_table_and_loss(readout, width, interests):
     torch.manual_seed(0)
     model = build_model("bivrec", 30, random_features(30), model_cfg(readout=readout))
@@ -127,14 +129,19 @@ def test_shapes_of_interests_table_and_loss(readout, width, interests):
     assert set(parts) == {"rec_id", "rec_mm", "coarse", "fine"}
 
 
-def test_fused_readouts_score_the_max_and_the_sum_of_the_views():
+@pytest.mark.parametrize("views,readout", [("both", "fused"), ("id", "id"), ("mm", "mm")])
+def test_auto_readout_fuses_both_views_else_uses_the_only_one(views, readout):
+    assert build_model("bivrec", 30, random_features(30), model_cfg(views=views, readout="auto")).readout == readout
+
+
+def best(interests, table):
+    return torch.einsum("bkd,nd->bkn", interests, table).amax(1)
+
+
+def test_max_and_sum_readouts_score_the_max_and_the_sum_of_the_views():
     torch.manual_seed(0)
     history = random_history(5, 10, 30, max_real=10)
-    assert build_model("bivrec", 30, random_features(30), model_cfg(readout="auto")).readout == "id"
     model = build_model("bivrec", 30, random_features(30), model_cfg(readout="max")).eval()
-
-    def best(interests, table):
-        return torch.einsum("bkd,nd->bkn", interests, table).amax(1)
 
     with torch.no_grad():
         per_view = {v: best(model.view_interests(v, history, model.view_table(v))[0], model.view_table(v)) for v in ("id", "mm")}
@@ -143,6 +150,33 @@ def test_fused_readouts_score_the_max_and_the_sum_of_the_views():
         fused_sum = best(model.user_interests(history), model.item_table())
     torch.testing.assert_close(fused_max, torch.maximum(per_view["id"], per_view["mm"]))
     torch.testing.assert_close(fused_sum, per_view["id"] + per_view["mm"])
+
+
+def test_fused_readout_mixes_the_views_probabilities_by_training_counts():
+    torch.manual_seed(0)
+    history = random_history(5, 10, 30, max_real=10)
+    model = build_model("bivrec", 30, random_features(30), model_cfg(readout="fused", fused_prior_count=4)).eval()
+    counts = torch.randint(0, 20, (31,))
+    counts[0], counts[1], counts[2] = 0, 0, 10**9  # item 1 never seen, item 2 seen "always"
+    model.fit_counts(counts)
+    with torch.no_grad():
+        log_p = {}
+        for view in ("id", "mm"):
+            scores = best(model.view_interests(view, history, model.view_table(view))[0], model.view_table(view))
+            scores[:, 0] = float("-inf")
+            log_p[view] = scores.log_softmax(1)
+        fused = model.item_scores(history, model.item_table())
+    w = counts.double() / (counts.double() + 4)
+    expected = torch.log(w * log_p["id"].double().exp() + (1 - w) * log_p["mm"].double().exp())
+    torch.testing.assert_close(fused[:, 1:].double(), expected[:, 1:], rtol=1e-4, atol=1e-5)
+    assert torch.isneginf(fused[:, 0]).all()  # padding is never recommended
+    torch.testing.assert_close(fused[:, 1], log_p["mm"][:, 1])  # unseen: content only
+    torch.testing.assert_close(fused[:, 2], log_p["id"][:, 2])  # well seen: its ID embedding only
+    model.fit_counts(torch.zeros(31))  # no training counts (another catalogue): the MM view's ranking
+    with torch.no_grad():
+        assert torch.equal(model.item_scores(history, model.item_table()).argsort(1)[:, 1:], log_p["mm"].argsort(1)[:, 1:])
+    with pytest.raises(ValueError, match="fused_prior_count"):
+        build_model("bivrec", 30, random_features(30), model_cfg(readout="fused", fused_prior_count=0))
 
 
 @pytest.mark.parametrize("overrides", [{}, {"gaussian_mode": "prior", "gaussian_centre": "token", "patch_sizes": [1, 3]}, {"cluster": False}])
@@ -372,9 +406,10 @@ def test_both_views_beat_id_only_on_cold_items():
     assert len(cold_split) > 30 and int(data.item_counts[cold].max()) <= 2
     train_cfg = dict(batch_size=128, learning_rate=3e-3, max_steps=300, eval_every=100, patience=3, min_cut=1)
     recall = {}
-    for views in ("id", "both"):  # "both" with max fusion, so the feature view can rank cold items
+    for views in ("id", "both"):  # "both" with the default fused readout
         torch.manual_seed(0)
-        model = build_model("bivrec", data.n_items, features, model_cfg(views=views, readout="max" if views == "both" else "id"))
+        model = build_model("bivrec", data.n_items, features, model_cfg(views=views, readout="auto"))
+        model.fit_counts(data.item_counts)
         result = fit(model, data, train_cfg, {"topk": [20]}, seed=0, progress=False)
         model.load_state_dict(result.best_state)
         recall[views] = evaluate(model, cold_split, [20]).metrics["recall@20"]

@@ -6,6 +6,11 @@ Each view: item vectors -> multi-scale tokens (embedding.py) -> K interests (dec
 its recommendation loss is a full softmax over all items with the ComiRec hard readout. The ID view
 scores items with learned ID embeddings, the MM view with the items' projected features only (so it
 transfers to another catalogue). See docs/model.md for the equations and the reconstructed choices.
+
+The default readout with both views, ``fused`` (INFERRED), ranks by a per-item mixture of the views'
+probabilities, trusting the ID view for item i by n_i / (n_i + fused_prior_count) with n_i its training
+interactions: warm items are ranked mostly by their ID embeddings, items the ID view has (almost)
+never seen by their content.
 """
 
 from __future__ import annotations
@@ -20,10 +25,10 @@ from bivrec.models.base import MODALITIES, Recommender, model_option
 from bivrec.models.bivrec.cross_view import COARSE_FORMS, FINE_FORMS, coarse_loss, fine_loss
 from bivrec.models.bivrec.decomposition import InterestDecomposition
 from bivrec.models.bivrec.embedding import MultiScaleEmbedding
-from bivrec.models.layers import full_softmax_loss, hard_readout, init_weights
+from bivrec.models.layers import full_softmax_loss, hard_readout, init_weights, max_interest_scores
 
 VIEWS = {"id": ("id",), "mm": ("mm",), "both": ("id", "mm")}
-READOUTS = ("auto", "id", "mm", "sum", "max")
+READOUTS = ("auto", "id", "mm", "sum", "max", "fused")
 FUSIONS = ("concat", "sum")
 
 
@@ -46,10 +51,10 @@ class BiVRec(Recommender):
         n_interests = _option(cfg, "n_interests")
         self.views = VIEWS[_choice(cfg, "views", VIEWS)]
         readout = _choice(cfg, "readout", READOUTS)
-        if readout == "auto":  # the spec's default: the ID view when it exists (max fusion helps cold items)
-            readout = self.views[0]
+        if readout == "auto":  # fused with both views (ranks cold items by content), else the only view
+            readout = "fused" if len(self.views) == 2 else self.views[0]
         self.readout = readout
-        needed = ("id", "mm") if self.readout in ("sum", "max") else (self.readout,)
+        needed = ("id", "mm") if self.readout in ("sum", "max", "fused") else (self.readout,)
         if not set(needed) <= set(self.views):
             raise ValueError(f"model.bivrec.readout={readout!r} needs views {needed}, but views={cfg['views']!r}")
         self.coarse_weight, self.fine_weight = float(_option(cfg, "coarse_weight")), float(_option(cfg, "fine_weight"))
@@ -91,7 +96,21 @@ class BiVRec(Recommender):
                     for view in self.views
                 }
             )
+        if self.readout == "fused":
+            self.fused_prior_count = float(_option(cfg, "fused_prior_count"))
+            if not self.fused_prior_count > 0:
+                raise ValueError(f"model.bivrec.fused_prior_count must be > 0, got {self.fused_prior_count}")
+            # until fit_counts() sees the training data every item counts as unseen (content only)
+            self.register_buffer("item_counts", torch.zeros(n_items + 1), persistent=False)
         self.apply(init_weights)
+
+    def fit_counts(self, counts: torch.Tensor) -> None:
+        """Training interactions per item [N+1], which weigh the views in the fused readout."""
+        if self.readout != "fused":
+            return
+        if counts.shape != self.item_counts.shape:
+            raise ValueError(f"item counts have shape {tuple(counts.shape)}; expected {tuple(self.item_counts.shape)}")
+        self.item_counts.copy_(counts.to(self.item_counts))
 
     def _build_mm_items(self, features: ItemFeatures | None, n_items: int, dim: int, modalities: list[str], fusion: str) -> None:
         unknown = [m for m in modalities if m not in MODALITIES]
@@ -154,11 +173,14 @@ class BiVRec(Recommender):
 
     def user_interests(self, history: torch.Tensor) -> torch.Tensor:
         """The readout's interests: one view's [B, K, d], or for ``sum``/``max`` fusion the pairs/blocks
-        whose inner products with ``item_table()`` give the fused score (see docs/model.md)."""
+        whose inner products with ``item_table()`` give the fused score (see docs/model.md); for
+        ``fused`` the two views' interests side by side [B, K, 2d] (scored by ``item_scores``)."""
         if self.readout in ("id", "mm"):
             return self.view_interests(self.readout, history, self.view_table(self.readout))[0]
         z_id = self.view_interests("id", history, self.view_table("id"))[0]
         z_mm = self.view_interests("mm", history, self.view_table("mm"))[0]
+        if self.readout == "fused":
+            return torch.cat([z_id, z_mm], -1)
         if self.readout == "max":  # [z_id, 0] and [0, z_mm]: max over 2K interests = max of the views' scores
             return torch.cat([F.pad(z_id, (0, z_mm.shape[-1])), F.pad(z_mm, (z_id.shape[-1], 0))], 1)
         # sum: every pair (k, j) as [z_id_k, z_mm_j]; max over K² pairs = max_k s_id + max_j s_mm
@@ -169,3 +191,15 @@ class BiVRec(Recommender):
         if self.readout in ("id", "mm"):
             return self.view_table(self.readout)
         return torch.cat([self.view_table("id"), self.view_table("mm")], 1)
+
+    def item_scores(self, history, item_table, out=None, work=None) -> torch.Tensor:
+        """Fused readout: log(w_i · p_id(i) + (1 − w_i) · p_mm(i)) with w_i = n_i / (n_i + prior_count) and
+        p_view the softmax over items of the view's best-interest scores; other readouts: inner products."""
+        if self.readout != "fused":
+            return super().item_scores(history, item_table, out, work)
+        interests = self.user_interests(history).float()
+        dim = interests.shape[-1] // 2
+        log_p_id = max_interest_scores(interests[..., :dim], item_table[:, :dim], out, work).log_softmax(1)
+        log_p_mm = max_interest_scores(interests[..., dim:], item_table[:, dim:], None, work).log_softmax(1)
+        trust_id = self.item_counts / (self.item_counts + self.fused_prior_count)
+        return torch.logaddexp(log_p_id + trust_id.log(), log_p_mm + (1 - trust_id).log())
