@@ -1,7 +1,7 @@
 import torch
 
 from bivrec.data.dataset import EvalSplit
-from bivrec.experiments.cold_start import cold_item_split, short_history_split
+from bivrec.experiments.cold_start import cold_item_split, cold_items, short_history_split
 
 
 def split() -> EvalSplit:
@@ -21,3 +21,8 @@ def test_cold_item_split_keeps_only_cold_targets_and_their_users():
 def test_short_history_split_counts_real_items_only():
     assert short_history_split(split(), max_length=2).users.tolist() == [10, 12]
     assert short_history_split(split(), max_length=0).users.tolist() == []
+
+
+def test_cold_items_mask_excludes_padding():
+    counts = torch.tensor([0, 50, 1, 9, 2])
+    assert cold_items(counts, max_interactions=2).tolist() == [False, False, True, False, True]

@@ -55,6 +55,11 @@ def dataset_table(params: dict, data_root: Path) -> pd.DataFrame:
     return table
 
 
+def _group_label(group: str, entry: dict) -> str:
+    among = f", {entry['candidates']} candidate items" if "candidates" in entry else ""
+    return f"{group} ({entry['users']} users{among})"
+
+
 def cold_start_table(params: dict, experiments_root: Path, metric: str) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
     frames, per_dataset = {}, {}
     for dataset in params["datasets"]:
@@ -62,7 +67,7 @@ def cold_start_table(params: dict, experiments_root: Path, metric: str) -> tuple
         frame = pd.DataFrame({run: {group: m.get(metric, float("nan")) for group, m in groups.items()} for run, groups in results.items()}).T
         frame = frame.reindex(params["runs"])
         users = next(iter(results.values()))  # every run sees the same groups of test users
-        frame.columns = [f"{group} ({users[group]['users']} users)" for group in frame.columns]
+        frame.columns = [_group_label(group, users[group]) for group in frame.columns]
         per_dataset[dataset] = frame
         frames.update({f"{dataset} {group}" if len(params["datasets"]) > 1 else group: frame[group] for group in frame.columns})
     table = pd.DataFrame(frames)
