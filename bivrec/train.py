@@ -81,10 +81,11 @@ def _rng_states(sampler: SequenceSampler) -> dict:
 
 
 def _restore_rng(states: dict, sampler: SequenceSampler) -> None:
-    torch.set_rng_state(states["torch"])
-    sampler.generator.set_state(states["sampler"])
+    # RNG states must be CPU byte tensors; loading the resume file onto a GPU moves them there
+    torch.set_rng_state(states["torch"].cpu())
+    sampler.generator.set_state(states["sampler"].cpu())
     if "cuda" in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
+        torch.cuda.set_rng_state_all([state.cpu() for state in states["cuda"]])
 
 
 def fit(
