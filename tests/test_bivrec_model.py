@@ -345,7 +345,8 @@ def test_every_parameter_gets_gradient_in_both_mode(overrides):
     history = random_history(16, 10, 30, max_real=10)
     total, _ = model.loss(history, torch.randint(1, 31, (16,)))
     total.backward()
-    missing = [name for name, p in model.named_parameters() if p.grad is None or not torch.any(p.grad != 0)]
+    # a parameter whose effect cancels out gets gradients of rounding size (~1e-12), not exactly 0
+    missing = [name for name, p in model.named_parameters() if p.grad is None or p.grad.abs().max() < 1e-8]
     assert not missing
 
 

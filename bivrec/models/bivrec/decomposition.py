@@ -69,7 +69,9 @@ def attention_logits(queries: torch.Tensor, key: nn.Linear, tokens: torch.Tensor
     Computed as ``(q_k W_k) · x_j + q_k · b_k``: the K queries are mapped into token space instead of
     projecting all n tokens (K ≪ n), the same numbers for a fraction of the work.
     """
-    logits = (queries @ key.weight) @ tokens.transpose(1, 2) + (queries @ key.bias).unsqueeze(-1)
+    logits = (queries @ key.weight) @ tokens.transpose(1, 2)
+    if key.bias is not None:
+        logits = logits + (queries @ key.bias).unsqueeze(-1)
     return logits / math.sqrt(tokens.shape[-1])
 
 
@@ -91,7 +93,9 @@ class GaussianAttention(nn.Module):
     def __init__(self, dim: int, n_interests: int, centre_parameterisation: str, dropout: float):
         super().__init__()
         self.norm_queries = nn.LayerNorm(dim, eps=1e-12)
-        self.query, self.key, self.value, self.out = (nn.Linear(dim, dim) for _ in range(4))
+        # softmax over tokens: a key bias adds the same logit to all of an interest's tokens and cancels
+        self.query, self.key = nn.Linear(dim, dim), nn.Linear(dim, dim, bias=False)
+        self.value, self.out = nn.Linear(dim, dim), nn.Linear(dim, dim)
         self.centres = GaussianCentres(dim, n_interests, centre_parameterisation)
         self.norm_out = nn.LayerNorm(dim, eps=1e-12)
         self.dropout = nn.Dropout(dropout)
@@ -137,8 +141,12 @@ class ClusterAttention(nn.Module):
         super().__init__()
         self.hard, self.gumbel, self.tau, self.resoftmax = hard, gumbel, tau, resoftmax
         self.allocation_hard = allocation_hard
-        self.norm_queries = nn.LayerNorm(dim, eps=1e-12)
-        self.query, self.key, self.value, self.out = (nn.Linear(dim, dim) for _ in range(4))
+        # A bias that adds the same logit along the softmax axis cancels, so it is left out: the query
+        # side's (query bias, LayerNorm shift) for the competitive softmax over interests, the key
+        # bias for the soft attention over tokens.
+        self.norm_queries = nn.LayerNorm(dim, eps=1e-12, bias=not hard)
+        self.query, self.key = nn.Linear(dim, dim, bias=not hard), nn.Linear(dim, dim, bias=hard)
+        self.value, self.out = nn.Linear(dim, dim), nn.Linear(dim, dim)
         self.attn_dropout = nn.Dropout(dropout)
         self.norm_out = nn.LayerNorm(dim, eps=1e-12)
 
