@@ -26,7 +26,7 @@ from bivrec.data.dataset import EvalSplit, SequenceData
 from bivrec.features.store import ItemFeatures
 from bivrec.models import build_model
 from bivrec.device import keep_freed_memory_in_the_heap, pick_device
-from bivrec.train import SequenceSampler
+from bivrec.train import SequenceSampler, amp_context, make_optimizer
 
 N_ITEMS, N_USERS, BATCH, MAX_LEN, N_INTERESTS, DIM = 7050, 19444, 2048, 20, 4, 64
 IMAGE_DIM, TEXT_DIM = 4096, 384
@@ -53,6 +53,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="timed steps (after 3 warm-up steps)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
     parser.add_argument("--threads", type=int, default=None, help="CPU intra-op threads (default: torch's)")
+    parser.add_argument("--no-amp", action="store_true", help="full fp32 on CUDA (default: mixed precision)")
     parser.add_argument("--default-malloc", action="store_true", help="leave glibc malloc's mmap use as it is")
     args = parser.parse_args()
     heap_malloc = not args.default_malloc and keep_freed_memory_in_the_heap()
@@ -67,13 +68,12 @@ def main() -> None:
     cfg |= {"dim": DIM, "max_len": MAX_LEN, "n_interests": N_INTERESTS, "views": "both", "modalities": ["image", "text"]}
     model = build_model("bivrec", N_ITEMS, features, cfg).to(device)
     del features  # the model holds the tables as buffers
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    optimizer = make_optimizer(model, {"learning_rate": 1e-3}, device)
     sampler = SequenceSampler(data, MAX_LEN, 1, seed=0)
-    amp_dtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float16
 
     def step() -> None:
         history, target = sampler.sample(BATCH)
-        with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=device.type == "cuda"):
+        with amp_context(device, not args.no_amp):
             loss, _ = model.loss(history, target)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -94,7 +94,7 @@ def main() -> None:
     gpu = f" peak_cuda_alloc_mb={torch.cuda.max_memory_allocated() / 2**20:.0f}" if device.type == "cuda" else ""
     print(
         f"train_throughput device={device.type} threads={torch.get_num_threads()} heap_malloc={heap_malloc} "
-        f"batch={BATCH} items={N_ITEMS} "
+        f"batch={BATCH} items={N_ITEMS} amp={device.type == 'cuda' and not args.no_amp} "
         f"steps={args.steps} samples_per_s={args.steps * BATCH / elapsed:.0f} "
         f"samples_per_cpu_s={args.steps * BATCH / cpu_seconds:.0f} peak_rss_mb={peak_rss_mb:.0f}{gpu}"
     )

@@ -17,7 +17,7 @@ from bivrec.data.dataset import EvalSplit, SequenceData, last_window, pad_right
 from bivrec.evaluate import evaluate, top_items
 from bivrec.features.store import ItemFeatures
 from bivrec.models import build_model
-from bivrec.train import _amp_context, fit
+from bivrec.train import amp_context, fit
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -108,12 +108,12 @@ def test_amp_loss_and_gradients_are_finite_and_follow_fp32(dtype):
 
 
 def test_amp_context_picks_bf16_where_supported_and_nothing_on_cpu():
-    with _amp_context(CUDA, True):
+    with amp_context(CUDA, True):
         assert torch.is_autocast_enabled("cuda")
         assert torch.get_autocast_dtype("cuda") == (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
-    with _amp_context(CUDA, False):
+    with amp_context(CUDA, False):
         assert not torch.is_autocast_enabled("cuda")
-    with _amp_context(torch.device("cpu"), True):
+    with amp_context(torch.device("cpu"), True):
         assert not torch.is_autocast_enabled("cpu")
 
 
