@@ -43,14 +43,16 @@ def _git_revision() -> str:
         return "unknown"
 
 
-def _load_inputs(data_dir: Path, features_dir: Path, max_len: int):
-    data = load_dataset(data_dir, max_len)
+def _load_inputs(data_dir: Path, features_dir: Path, model_cfg: dict):
+    data = load_dataset(data_dir, model_cfg["max_len"])
     folders = {m: features_dir / m for m in ("image", "text")}
     features = load_features(
         folders["image"] if folders["image"].exists() else None,
         folders["text"] if folders["text"].exists() else None,
         data.n_items,
     )
+    if features is not None and model_cfg.get("center_features", False):
+        features = features.centred()
     return data, features
 
 
@@ -69,7 +71,7 @@ def train_run(params: dict, run: str, data_dir: Path, features_dir: Path, out_di
     device = pick_device(train_cfg.get("device", "auto"))
     if device.type == "cpu":
         keep_freed_memory_in_the_heap()
-    data, features = _load_inputs(data_dir, features_dir, model_cfg["max_len"])
+    data, features = _load_inputs(data_dir, features_dir, model_cfg)
     model = _build(model_name, model_cfg, data, features, seed, device)
     fingerprint = run_fingerprint(model_name, model_cfg, train_cfg, eval_cfg, seed, _inputs_digest(data_dir, features_dir))
     resume_dir = resume_dir_for(out_dir)
@@ -109,7 +111,7 @@ def load_trained(model_dir: Path, data_dir: Path, features_dir: Path):
     checkpoint = torch.load(best, map_location="cpu", weights_only=False)
     config = json.loads((model_dir / "config.json").read_text())
     device = pick_device(config["train"].get("device", "auto"))
-    data, features = _load_inputs(data_dir, features_dir, checkpoint["cfg"]["max_len"])
+    data, features = _load_inputs(data_dir, features_dir, checkpoint["cfg"])
     model = _build(checkpoint["model"], checkpoint["cfg"], data, features, config["seed"], device)
     model.load_state_dict(checkpoint["state"])
     return model, data.to(device), config

@@ -16,7 +16,7 @@ from PIL import Image
 from bivrec.data.dataset import DataError
 from bivrec.features import image as image_features
 from bivrec.features.image import extract_image_features, load_image_encoder
-from bivrec.features.store import UNREADABLE_REPORT, import_precomputed, load_modality, read_sidecar
+from bivrec.features.store import UNREADABLE_REPORT, ItemFeatures, import_precomputed, load_modality, read_sidecar
 from bivrec.features.text import extract_text_features, render_texts
 
 REPO = Path(__file__).resolve().parents[1]
@@ -327,3 +327,18 @@ def test_package_paths_threads_and_items_without_any_image(tmp_path):
     sidecar = extract_image_features(items_table(["", ""]), tmp_path, MOBILENET, 0, tmp_path / "image")
     features, mask = load_modality(tmp_path / "image", 2)
     assert features.shape == (3, 1280) and not mask.any() and sidecar["masked"]["no_input"] == 2
+
+
+def test_centred_features_have_zero_mean_unit_mean_norm_and_keep_missing_rows_zero():
+    gen = torch.Generator().manual_seed(0)
+    image = torch.rand(9, 5, generator=gen) + 3.0  # a large common component, as pretrained encoders give
+    mask = torch.tensor([False, True, True, True, False, True, True, True, True])
+    image[~mask] = 0
+    centred = ItemFeatures(image, None, mask, None).centred()
+    known = mask.clone()
+    torch.testing.assert_close(centred.image[known].mean(0), torch.zeros(5), atol=1e-6, rtol=0)
+    assert centred.image[known].norm(dim=1).mean().item() == pytest.approx(1.0)
+    assert torch.all(centred.image[~mask] == 0) and centred.text is None
+    # centring removes the common part only: differences between items keep their directions
+    diff, centred_diff = image[1] - image[2], centred.image[1] - centred.image[2]
+    assert torch.nn.functional.cosine_similarity(diff, centred_diff, dim=0) > 0.9999
