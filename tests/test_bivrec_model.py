@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-import yaml
+from helpers import bivrec_cfg, random_features
 
 from bivrec.data.dataset import EvalSplit, SequenceData, last_window, pad_right
 from bivrec.evaluate import evaluate
@@ -27,8 +26,6 @@ from bivrec.models.bivrec.embedding import MultiScaleEmbedding
 from bivrec.models.layers import FastDropout, full_softmax_loss, hard_readout
 from bivrec.train import fit
 
-PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
-
 
 @pytest.fixture(autouse=True)
 def one_thread():
@@ -40,20 +37,8 @@ def one_thread():
 
 
 def model_cfg(**overrides) -> dict:
-    """params.yaml's BiVRec config (shared keys + model.bivrec) at test size, with ``overrides``."""
-    model = yaml.safe_load(PARAMS.read_text())["model"]
-    cfg = {k: v for k, v in model.items() if not isinstance(v, dict)} | model["bivrec"]
-    return cfg | {"dim": 16, "max_len": 10, "n_interests": 2, "dropout": 0.0} | overrides
-
-
-def random_features(n_items: int, seed: int = 0) -> ItemFeatures:
-    gen = torch.Generator().manual_seed(seed)
-    image, text = torch.randn(n_items + 1, 12, generator=gen), torch.randn(n_items + 1, 8, generator=gen)
-    image_mask = torch.rand(n_items + 1, generator=gen) > 0.2  # some items lack an image
-    text_mask = torch.ones(n_items + 1, dtype=torch.bool)
-    image_mask[0] = text_mask[0] = False
-    image[~image_mask], text[0] = 0, 0
-    return ItemFeatures(image, text, image_mask, text_mask)
+    """params.yaml's BiVRec config at test size, with ``overrides``."""
+    return bivrec_cfg(**({"dim": 16, "max_len": 10, "n_interests": 2, "dropout": 0.0} | overrides))
 
 
 def random_history(batch: int, length: int, n_items: int, max_real: int, seed: int = 0) -> torch.Tensor:

@@ -7,54 +7,25 @@ few seconds on one.
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import pytest
 import torch
-import yaml
+from helpers import InterruptAfter, bivrec_cfg, cyclic_data, random_features
 
-from bivrec.data.dataset import EvalSplit, SequenceData, last_window, pad_right
 from bivrec.evaluate import evaluate, top_items
-from bivrec.features.store import ItemFeatures
 from bivrec.models import build_model
 from bivrec.train import amp_context, fit
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
-PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 CUDA = torch.device("cuda")
 TRAIN = {"batch_size": 64, "learning_rate": 0.01, "max_steps": 30, "eval_every": 10, "patience": 50, "min_cut": 1, "amp": True}
 EVAL = {"topk": [5, 10], "user_batch_size": 7, "select_metric": "recall@5"}
 
 
 def model_cfg(**overrides) -> dict:
-    """params.yaml's BiVRec config (shared keys + model.bivrec) at test size."""
-    model = yaml.safe_load(PARAMS.read_text())["model"]
-    cfg = {k: v for k, v in model.items() if not isinstance(v, dict)} | model["bivrec"]
-    return cfg | {"dim": 16, "max_len": 6, "n_interests": 2, "patch_sizes": [1, 2]} | overrides
-
-
-def random_features(n_items: int, seed: int = 0) -> ItemFeatures:
-    gen = torch.Generator().manual_seed(seed)
-    image, text = torch.randn(n_items + 1, 12, generator=gen), torch.randn(n_items + 1, 8, generator=gen)
-    image_mask = torch.rand(n_items + 1, generator=gen) > 0.2  # some items lack an image
-    text_mask = torch.ones(n_items + 1, dtype=torch.bool)
-    image_mask[0] = text_mask[0] = False
-    image[~image_mask], text[0] = 0, 0
-    return ItemFeatures(image, text, image_mask, text_mask)
-
-
-def cyclic_data(n_users=80, n_items=40, length=12, max_len=6, seed=0) -> SequenceData:
-    """Users walk through the items in order: the next item is predictable from the last one."""
-    g = torch.Generator().manual_seed(seed)
-    starts = torch.randint(1, n_items + 1, (n_users,), generator=g)
-    seqs = [((s - 1 + torch.arange(length)) % n_items + 1).tolist() for s in starts]
-    train, held = seqs[: n_users - 20], seqs[n_users - 20 :]
-    split = EvalSplit(torch.arange(20), last_window([s[:9] for s in held], max_len), pad_right([s[9:] for s in held]))
-    items = pad_right(train)
-    counts = torch.bincount(items.flatten(), minlength=n_items + 1)
-    counts[0] = 0
-    return SequenceData(n_items, items, (items > 0).sum(1), split, split, counts)
+    """params.yaml's BiVRec config at test size."""
+    return bivrec_cfg(**({"dim": 16, "max_len": 6, "n_interests": 2, "patch_sizes": [1, 2]} | overrides))
 
 
 def bivrec(n_items: int, seed: int = 0, **overrides):
@@ -126,7 +97,7 @@ def ranked_items(model, history: torch.Tensor, n: int) -> torch.Tensor:
 
 @pytest.mark.parametrize("readout", ["auto", "id", "max", "sum"])
 def test_evaluation_on_cuda_equals_evaluation_on_cpu(readout):
-    data = cyclic_data()
+    data = cyclic_data(n_users=80, n_items=40, n_held=20)
     cpu_model = bivrec(data.n_items, seed=1, readout=readout)
     if hasattr(cpu_model, "fit_counts"):  # the fused readout weighs the views by training counts
         cpu_model.fit_counts(data.item_counts)
@@ -150,7 +121,7 @@ def test_evaluation_on_cuda_equals_evaluation_on_cpu(readout):
 def test_fit_on_cuda_learns_with_amp(request, precision):
     if precision == "fp16":  # fp16 autocast with a GradScaler that skips overflowing steps
         request.getfixturevalue("no_bf16")
-    data = cyclic_data().to(CUDA)
+    data = cyclic_data(n_users=80, n_items=40, n_held=20).to(CUDA)
     result = fit(bivrec(data.n_items).to(CUDA), data, {**TRAIN, "max_steps": 150, "eval_every": 50}, EVAL, seed=3, progress=False)
     losses = [row["loss"] for row in result.history]
     assert all(torch.isfinite(torch.tensor(losses)))
@@ -159,24 +130,11 @@ def test_fit_on_cuda_learns_with_amp(request, precision):
     assert all(v.device.type == "cuda" for v in result.best_state.values())
 
 
-class InterruptAfter:
-    """Raise KeyboardInterrupt from the model's loss at a given call, like Ctrl-C mid-training."""
-
-    def __init__(self, model, calls: int):
-        self.model, self.calls, self.original = model, calls, model.loss
-
-    def __call__(self, *args):
-        self.calls -= 1
-        if self.calls < 0:
-            raise KeyboardInterrupt
-        return self.original(*args)
-
-
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_interrupted_fit_on_cuda_resumes_to_the_same_result(tmp_path, request, precision):
     if precision == "fp16":
         request.getfixturevalue("no_bf16")
-    data = cyclic_data().to(CUDA)
+    data = cyclic_data(n_users=80, n_items=40, n_held=20).to(CUDA)
     uninterrupted = fit(bivrec(data.n_items).to(CUDA), data, TRAIN, EVAL, seed=3, resume_dir=tmp_path / "a", fingerprint="x", progress=False)
 
     model = bivrec(data.n_items).to(CUDA)

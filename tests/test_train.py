@@ -1,26 +1,12 @@
 import pytest
 import torch
+from helpers import InterruptAfter, cyclic_data
 
 from bivrec.config import load_params, resolve_run
-from bivrec.data.dataset import EvalSplit, SequenceData, last_window, pad_right
+from bivrec.data.dataset import SequenceData
 from bivrec.features.store import ItemFeatures
 from bivrec.models import build_model
 from bivrec.train import SequenceSampler, fit
-
-
-def cyclic_data(n_users=60, n_items=24, length=12, max_len=6, seed=0) -> SequenceData:
-    """Users walk through item blocks of 4 in order: the next item is predictable from the last one."""
-    g = torch.Generator().manual_seed(seed)
-    starts = torch.randint(1, n_items + 1, (n_users,), generator=g)
-    seqs = [((s - 1 + torch.arange(length)) % n_items + 1).tolist() for s in starts]
-    train, held = seqs[: n_users - 10], seqs[n_users - 10 :]
-    split = EvalSplit(
-        torch.arange(10), last_window([s[:9] for s in held], max_len), pad_right([s[9:] for s in held])
-    )
-    items = pad_right(train)
-    counts = torch.bincount(items.flatten(), minlength=n_items + 1)
-    counts[0] = 0
-    return SequenceData(n_items, items, (items > 0).sum(1), split, split, counts)
 
 
 def tiny_bivrec(data: SequenceData, seed=0):
@@ -75,19 +61,6 @@ def test_training_learns_and_is_deterministic():
     assert [r["loss"] for r in first.history] == [r["loss"] for r in second.history]
     assert first.history[-1]["loss"] < first.history[0]["loss"]
     assert first.best_state is not None and first.best_step in {10, 20, 30}
-
-
-class InterruptAfter:
-    """Raise KeyboardInterrupt from the model's loss at a given call, like Ctrl-C mid-training."""
-
-    def __init__(self, model, calls: int):
-        self.model, self.calls, self.original = model, calls, model.loss
-
-    def __call__(self, *args):
-        self.calls -= 1
-        if self.calls < 0:
-            raise KeyboardInterrupt
-        return self.original(*args)
 
 
 def test_interrupted_run_resumes_to_the_same_result(tmp_path):
