@@ -114,6 +114,8 @@ def fit(
     metric = eval_cfg.get("select_metric", "recall@20")
     topk, user_batch = eval_cfg["topk"], eval_cfg.get("user_batch_size", 1024)
     result = TrainResult()
+    if hasattr(model, "fit_counts"):  # statistics of the training interactions (popularity, fused readout)
+        model.fit_counts(data.item_counts)
     if not model.trainable:
         scores = evaluate(model, data.valid, topk, user_batch).metrics
         result.history.append({"step": 0, **{f"valid_{k}": v for k, v in scores.items()}})

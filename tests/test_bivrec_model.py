@@ -160,6 +160,11 @@ def test_fused_readout_mixes_the_views_probabilities_by_training_counts():
     model.fit_counts(torch.zeros(31))  # no training counts (another catalogue): the MM view's ranking
     with torch.no_grad():
         assert torch.equal(model.item_scores(history, model.item_table()).argsort(1)[:, 1:], log_p["mm"].argsort(1)[:, 1:])
+    fresh = build_model("bivrec", 30, random_features(30), model_cfg(readout="fused"))
+    with pytest.raises(RuntimeError, match="fit_counts"):
+        fresh.item_scores(history, fresh.item_table())
+    with pytest.raises(ValueError, match="non-negative"):
+        fresh.fit_counts(-torch.ones(31))
     with pytest.raises(ValueError, match="fused_prior_count"):
         build_model("bivrec", 30, random_features(30), model_cfg(readout="fused", fused_prior_count=0))
 
@@ -395,7 +400,6 @@ def test_both_views_beat_id_only_on_cold_items():
     for views in ("id", "both"):  # "both" with the default fused readout
         torch.manual_seed(0)
         model = build_model("bivrec", data.n_items, features, model_cfg(views=views, readout="auto"))
-        model.fit_counts(data.item_counts)
         result = fit(model, data, train_cfg, {"topk": [20]}, seed=0, progress=False)
         model.load_state_dict(result.best_state)
         recall[views] = evaluate(model, cold_split, [20]).metrics["recall@20"]

@@ -100,16 +100,19 @@ class BiVRec(Recommender):
             self.fused_prior_count = float(_option(cfg, "fused_prior_count"))
             if not self.fused_prior_count > 0:
                 raise ValueError(f"model.bivrec.fused_prior_count must be > 0, got {self.fused_prior_count}")
-            # until fit_counts() sees the training data every item counts as unseen (content only)
-            self.register_buffer("item_counts", torch.zeros(n_items + 1), persistent=False)
+            # filled by fit_counts(); NaN until then, so a forgotten call fails instead of ranking by content
+            self.register_buffer("item_counts", torch.full((n_items + 1,), float("nan")), persistent=False)
         self.apply(init_weights)
 
     def fit_counts(self, counts: torch.Tensor) -> None:
-        """Training interactions per item [N+1], which weigh the views in the fused readout."""
+        """Training interactions per item [N+1], which weigh the views in the fused readout (all zeros
+        for a catalogue without training data: every item is then ranked by content)."""
         if self.readout != "fused":
             return
         if counts.shape != self.item_counts.shape:
             raise ValueError(f"item counts have shape {tuple(counts.shape)}; expected {tuple(self.item_counts.shape)}")
+        if not bool(torch.all(counts >= 0)):
+            raise ValueError("item counts must be non-negative")
         self.item_counts.copy_(counts.to(self.item_counts))
 
     def _build_mm_items(self, features: ItemFeatures | None, n_items: int, dim: int, modalities: list[str], fusion: str) -> None:
@@ -197,6 +200,8 @@ class BiVRec(Recommender):
         p_view the softmax over items of the view's best-interest scores; other readouts: inner products."""
         if self.readout != "fused":
             return super().item_scores(history, item_table, out, work)
+        if torch.isnan(self.item_counts).any():
+            raise RuntimeError("the fused readout needs training counts: call fit_counts(item_counts) first")
         interests = self.user_interests(history).float()
         dim = interests.shape[-1] // 2
         log_p_id = max_interest_scores(interests[..., :dim], item_table[:, :dim], out, work).log_softmax(1)
