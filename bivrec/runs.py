@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -64,43 +65,64 @@ def _build(model_name: str, model_cfg: dict, data, features, seed: int, device: 
     return model.to(device)
 
 
+def replicate_seeds(seed: int, train_cfg: dict) -> list[int]:
+    """Training seeds of a run: ``seed`` and, with ``train.replicates`` > 1, the ones after it."""
+    return [seed + r for r in range(int(train_cfg.get("replicates", 1)))]
+
+
+def replicate_dirs(model_dir: Path) -> list[Path]:
+    """A trained run's folder (its first seed) followed by its other seeds' folders (``seeds/<seed>``)."""
+    extra = model_dir / "seeds"
+    others = sorted((p for p in extra.iterdir() if p.is_dir()), key=lambda p: int(p.name)) if extra.is_dir() else []
+    return [model_dir, *others]
+
+
 def train_run(params: dict, run: str, data_dir: Path, features_dir: Path, out_dir: Path, progress: bool = True) -> dict:
-    """Train ``run`` and write ``out_dir`` (best.pt, last.pt, history.csv, config.json) atomically."""
+    """Train ``run`` once per training seed and write ``out_dir`` atomically: best.pt, last.pt,
+    history.csv and config.json of the first seed at the top, those of every further seed (``train.replicates``)
+    under ``seeds/<seed>/``. An interrupted run resumes each seed from its own resume state."""
     model_name, model_cfg = resolve_run(params, run)
-    seed, train_cfg, eval_cfg = params["seed"], params["train"], params["eval"]
+    train_cfg, eval_cfg = params["train"], params["eval"]
     device = pick_device(train_cfg.get("device", "auto"))
     if device.type == "cpu":
         keep_freed_memory_in_the_heap()
     data, features = _load_inputs(data_dir, features_dir, model_cfg)
-    model = _build(model_name, model_cfg, data, features, seed, device)
-    fingerprint = run_fingerprint(model_name, model_cfg, train_cfg, eval_cfg, seed, _inputs_digest(data_dir, features_dir))
-    resume_dir = resume_dir_for(out_dir)
-    started = time.perf_counter()
-    result = fit(model, data.to(device), train_cfg, eval_cfg, seed, resume_dir, fingerprint, progress)
-    wall = time.perf_counter() - started
-    checkpoint = {"model": model_name, "cfg": model_cfg, "n_items": data.n_items}
-    config = {
-        "run": run,
-        "model": model_name,
-        "model_cfg": model_cfg,
-        "train": train_cfg,
-        "seed": seed,
-        "fingerprint": fingerprint,
-        "device": str(device),
-        "best_step": result.best_step,
-        "best_valid": {eval_cfg.get("select_metric", "recall@20"): result.best_metric},
-        "train_seconds": wall,
-        "parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
-    }
+    inputs_digest = _inputs_digest(data_dir, features_dir)
+    seeds = replicate_seeds(params["seed"], train_cfg)
+    resume_dirs = [resume_dir_for(out_dir if i == 0 else out_dir / "seeds" / str(seed)) for i, seed in enumerate(seeds)]
+    configs = []
     with atomic_path(out_dir) as tmp:
-        tmp.mkdir()
-        torch.save({**checkpoint, "state": result.best_state}, tmp / "best.pt")
-        torch.save({**checkpoint, "state": model.state_dict()}, tmp / "last.pt")
-        pd.DataFrame(result.history).to_csv(tmp / "history.csv", index=False)
-        (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True, default=str) + "\n")
-    clear_resume_state(resume_dir)
-    print(f"{run}: best {config['best_valid']} at step {result.best_step} ({wall:.1f}s)", file=sys.stderr)
-    return config
+        for i, (seed, resume_dir) in enumerate(zip(seeds, resume_dirs)):
+            folder = tmp if i == 0 else tmp / "seeds" / str(seed)
+            model = _build(model_name, model_cfg, data, features, seed, device)
+            fingerprint = run_fingerprint(model_name, model_cfg, train_cfg, eval_cfg, seed, inputs_digest)
+            started = time.perf_counter()
+            result = fit(model, data.to(device), train_cfg, eval_cfg, seed, resume_dir, fingerprint, progress)
+            wall = time.perf_counter() - started
+            config = {
+                "run": run,
+                "model": model_name,
+                "model_cfg": model_cfg,
+                "train": train_cfg,
+                "seed": seed,
+                "fingerprint": fingerprint,
+                "device": str(device),
+                "best_step": result.best_step,
+                "best_valid": {eval_cfg.get("select_metric", "recall@20"): result.best_metric},
+                "train_seconds": wall,
+                "parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+            }
+            checkpoint = {"model": model_name, "cfg": model_cfg, "n_items": data.n_items}
+            folder.mkdir(parents=True)
+            torch.save({**checkpoint, "state": result.best_state}, folder / "best.pt")
+            torch.save({**checkpoint, "state": model.state_dict()}, folder / "last.pt")
+            pd.DataFrame(result.history).to_csv(folder / "history.csv", index=False)
+            (folder / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True, default=str) + "\n")
+            configs.append(config)
+            print(f"{run} (seed {seed}): best {config['best_valid']} at step {result.best_step} ({wall:.1f}s)", file=sys.stderr)
+    for resume_dir in resume_dirs:
+        clear_resume_state(resume_dir)
+    return configs[0]
 
 
 def load_trained(model_dir: Path, data_dir: Path, features_dir: Path):
@@ -117,28 +139,45 @@ def load_trained(model_dir: Path, data_dir: Path, features_dir: Path):
     return model, data.to(device), config
 
 
+def mean_metrics(per_seed: list[dict[str, float]]) -> tuple[dict[str, float], dict[str, float]]:
+    """Mean and population standard deviation of each metric over a run's seeds."""
+    names = per_seed[0].keys()
+    mean = {k: float(np.mean([m[k] for m in per_seed])) for k in names}
+    std = {k: float(np.std([m[k] for m in per_seed])) for k in names}
+    return mean, std
+
+
 def evaluate_run(params: dict, model_dir: Path, data_dir: Path, features_dir: Path, out_json: Path, out_per_user: Path) -> dict:
-    """Test-set metrics of a trained run: a metrics JSON plus per-user values for significance tests."""
-    model, data, config = load_trained(model_dir, data_dir, features_dir)
+    """Test-set metrics of a trained run, averaged over its training seeds: a metrics JSON (mean, std and
+    every seed's metrics) plus per-user values (averaged over seeds) for significance tests."""
     eval_cfg = params["eval"]
     started = time.perf_counter()
-    result = evaluate(model, data.test, eval_cfg["topk"], eval_cfg.get("user_batch_size", 1024))
+    results, configs = [], []
+    for folder in replicate_dirs(model_dir):
+        model, data, config = load_trained(folder, data_dir, features_dir)
+        results.append(evaluate(model, data.test, eval_cfg["topk"], eval_cfg.get("user_batch_size", 1024)))
+        configs.append(config)
+    metrics, metrics_std = mean_metrics([r.metrics for r in results])
+    config = configs[0]
     summary = {
         "run": config["run"],
         "model": config["model"],
-        "metrics": result.metrics,
+        "metrics": metrics,
+        "metrics_std": metrics_std,
+        "seeds": {str(c["seed"]): r.metrics for c, r in zip(configs, results)},
         "best_valid": config["best_valid"],
         "best_step": config["best_step"],
         "test_users": len(data.test),
         "seed": config["seed"],
         "fingerprint": config["fingerprint"],
-        "train_seconds": config["train_seconds"],
+        "train_seconds": sum(c["train_seconds"] for c in configs),
         "eval_seconds": time.perf_counter() - started,
         "parameters": config["parameters"],
         "git_revision": _git_revision(),
         "versions": {"python": platform.python_version(), "torch": torch.__version__},
     }
+    per_user = {k: np.mean([r.per_user[k] for r in results], axis=0) for k in results[0].per_user if k != "users"}
     with atomic_path(out_per_user) as tmp:
-        pd.DataFrame(result.per_user).to_parquet(tmp, index=False)
+        pd.DataFrame({"users": results[0].per_user["users"], **per_user}).to_parquet(tmp, index=False)
     write_json(out_json, summary)
     return summary

@@ -9,6 +9,8 @@ Groups of test users, each evaluated with full ranking unless said otherwise:
   (new items compete with new items, so the metric shows whether a model orders them by relevance
   rather than how far its popularity prior buries them);
 - ``short_history``: users with at most ``max_history_length`` history items.
+
+A run trained with several seeds (``train.replicates``) reports each group's mean over its seeds.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 from bivrec.atomic import write_json
 from bivrec.data.dataset import EvalSplit
 from bivrec.evaluate import evaluate
-from bivrec.runs import load_trained
+from bivrec.runs import load_trained, mean_metrics, replicate_dirs
 
 
 def cold_item_split(split: EvalSplit, item_counts, max_interactions: int) -> EvalSplit:
@@ -40,15 +42,18 @@ def cold_items(item_counts, max_interactions: int):
     return cold
 
 
-def _metrics(model, split: EvalSplit, eval_cfg: dict, candidates=None) -> dict[str, float]:
-    return evaluate(model, split, eval_cfg["topk"], eval_cfg.get("user_batch_size", 1024), candidates).metrics
+def _metrics(models, split: EvalSplit, eval_cfg: dict, candidates=None) -> dict[str, float]:
+    """Metrics of ``split`` averaged over the models (one per training seed)."""
+    per_seed = [evaluate(m, split, eval_cfg["topk"], eval_cfg.get("user_batch_size", 1024), candidates).metrics for m in models]
+    return mean_metrics(per_seed)[0]
 
 
 def cold_start(params: dict, models_root: Path, data_dir: Path, features_dir: Path, out: Path) -> dict:
     cfg, eval_cfg = params["experiments"]["cold_start"], params["eval"]
     results: dict = {"settings": cfg, "runs": {}}
     for run in params["runs"]:
-        model, data, _ = load_trained(models_root / run, data_dir, features_dir)
+        loaded = [load_trained(folder, data_dir, features_dir) for folder in replicate_dirs(models_root / run)]
+        models, data = [model for model, _, _ in loaded], loaded[0][1]
         cold = cold_items(data.item_counts, cfg["max_item_interactions"])
         cold_split = cold_item_split(data.test, data.item_counts, cfg["max_item_interactions"])
         groups = {  # name: (split, candidates)
@@ -61,7 +66,7 @@ def cold_start(params: dict, models_root: Path, data_dir: Path, features_dir: Pa
             name: {
                 "users": len(split),
                 **({} if candidates is None else {"candidates": int(candidates.sum())}),
-                **(_metrics(model, split, eval_cfg, candidates) if len(split) else {}),
+                **(_metrics(models, split, eval_cfg, candidates) if len(split) else {}),
             }
             for name, (split, candidates) in groups.items()
         }

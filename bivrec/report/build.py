@@ -41,6 +41,21 @@ def main_table(params: dict, metrics_root: Path) -> tuple[pd.DataFrame, pd.DataF
     return table, rank_marks(table), sig
 
 
+def seed_spread(params: dict, metrics_root: Path) -> tuple[pd.DataFrame, int]:
+    """Standard deviation over training seeds of every main-table cell, and the largest seed count."""
+    columns, most_seeds = {}, 1
+    for dataset in params["datasets"]:
+        for run in params["runs"]:
+            summary = _read_json(metrics_root / dataset / f"{run}.json")
+            most_seeds = max(most_seeds, len(summary.get("seeds", {})))
+            for metric in params["report"]["table_metrics"]:
+                column = f"{dataset} {metric}" if len(params["datasets"]) > 1 else metric
+                columns.setdefault(column, {})[run] = summary.get("metrics_std", {}).get(metric, 0.0)
+    table = pd.DataFrame(columns).reindex(params["runs"])
+    table.index.name = "model"
+    return table, most_seeds
+
+
 DATASET_COLUMNS = {"users": int, "items": int, "interactions": int, "avg_length": float, "density": float}
 
 
@@ -104,10 +119,15 @@ def build_report(params: dict, metrics_root: Path, experiments_root: Path, model
     select_metric = params["eval"]["select_metric"]
     table, ranks, sig = main_table(params, metrics_root)
     proposed = params["report"]["proposed_run"]
+    spread, seeds = seed_spread(params, metrics_root)
+    over_seeds = ""
+    if seeds > 1:
+        write_table(spread, out_root / "tables" / "main_std", f"Standard deviation over {seeds} training seeds")
+        over_seeds = f" Means over {seeds} training seeds (per-user values averaged for the test); std in `tables/main_std`."
     write_table(
         table, out_root / "tables" / "main", "Test metrics (full ranking over all items)", ranks, sig,
         note=f"Best in bold, second underlined; * = {proposed} beats the best other model "
-        "(two-sided Wilcoxon signed-rank over test users, p < 0.05).",
+        "(two-sided Wilcoxon signed-rank over test users, p < 0.05)." + over_seeds,
     )
     write_table(dataset_table(params, data_root), out_root / "tables" / "datasets", "Dataset statistics")
     cold, cold_per_dataset = cold_start_table(params, experiments_root, select_metric)
