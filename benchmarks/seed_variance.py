@@ -20,18 +20,15 @@ import torch
 from bivrec.config import load_params
 from bivrec.evaluate import evaluate
 from bivrec.experiments.cold_start import cold_item_split, cold_items
-from bivrec.runs import load_trained, mean_metrics, replicate_dirs, train_run
+from bivrec.runs import load_trained, mean_metrics, train_run
 
 
-def seed_metrics(model_dir: Path, data: Path, features: Path, cold_threshold: int) -> tuple[int, dict[str, float]]:
-    """(training seed, metrics) of one trained seed folder."""
-    model, dataset, config = load_trained(model_dir, data, features)
+def seed_metrics(model, dataset, cold_threshold: int) -> dict[str, float]:
+    """Test metrics of one trained seed, and its Recall@20 on cold targets ranked among cold items."""
     test = evaluate(model, dataset.test, [20]).metrics
     cold_split = cold_item_split(dataset.test, dataset.item_counts, cold_threshold)
     among_cold = evaluate(model, cold_split, [20], candidates=cold_items(dataset.item_counts, cold_threshold)).metrics
-    return config["seed"], {
-        "recall@20": test["recall@20"], "ndcg@20": test["ndcg@20"], "cold_among_cold recall@20": among_cold["recall@20"]
-    }
+    return {"recall@20": test["recall@20"], "ndcg@20": test["ndcg@20"], "cold_among_cold recall@20": among_cold["recall@20"]}
 
 
 def main() -> None:
@@ -51,11 +48,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for run in args.runs:
             train_run(params, run, data, features, Path(tmp) / run, progress=False)
+            models, dataset, configs = load_trained(Path(tmp) / run, data, features)
             rows = []
-            for folder in replicate_dirs(Path(tmp) / run):
-                seed, metrics = seed_metrics(folder, data, features, threshold)
-                rows.append(metrics)
-                print(f"{run} seed={seed} " + " ".join(f"{k}={v:.4f}" for k, v in metrics.items()), flush=True)
+            for model, config in zip(models, configs):
+                rows.append(seed_metrics(model, dataset, threshold))
+                print(f"{run} seed={config['seed']} " + " ".join(f"{k}={v:.4f}" for k, v in rows[-1].items()), flush=True)
             mean, std = mean_metrics(rows)
             print(f"{run} over {len(rows)} seeds " + " ".join(f"{k}={mean[k]:.4f}±{std[k]:.4f}" for k in mean), flush=True)
 

@@ -59,10 +59,7 @@ def _load_inputs(data_dir: Path, features_dir: Path, model_cfg: dict):
 
 def _build(model_name: str, model_cfg: dict, data, features, seed: int, device: torch.device):
     torch.manual_seed(seed)
-    model = build_model(model_name, data.n_items, features, model_cfg)
-    if hasattr(model, "fit_counts"):  # count-based models (popularity) see only training interactions
-        model.fit_counts(data.item_counts)
-    return model.to(device)
+    return build_model(model_name, data.n_items, features, model_cfg).to(device)
 
 
 def replicate_seeds(seed: int, train_cfg: dict) -> list[int]:
@@ -90,6 +87,8 @@ def train_run(params: dict, run: str, data_dir: Path, features_dir: Path, out_di
     inputs_digest = _inputs_digest(data_dir, features_dir)
     seeds = replicate_seeds(params["seed"], train_cfg)
     resume_dirs = [resume_dir_for(out_dir if i == 0 else out_dir / "seeds" / str(seed)) for i, seed in enumerate(seeds)]
+    checkpoint = {"model": model_name, "cfg": model_cfg, "n_items": data.n_items}
+    data = data.to(device)
     configs = []
     with atomic_path(out_dir) as tmp:
         for i, (seed, resume_dir) in enumerate(zip(seeds, resume_dirs)):
@@ -97,7 +96,7 @@ def train_run(params: dict, run: str, data_dir: Path, features_dir: Path, out_di
             model = _build(model_name, model_cfg, data, features, seed, device)
             fingerprint = run_fingerprint(model_name, model_cfg, train_cfg, eval_cfg, seed, inputs_digest)
             started = time.perf_counter()
-            result = fit(model, data.to(device), train_cfg, eval_cfg, seed, resume_dir, fingerprint, progress)
+            result = fit(model, data, train_cfg, eval_cfg, seed, resume_dir, fingerprint, progress)
             wall = time.perf_counter() - started
             config = {
                 "run": run,
@@ -112,7 +111,6 @@ def train_run(params: dict, run: str, data_dir: Path, features_dir: Path, out_di
                 "train_seconds": wall,
                 "parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
             }
-            checkpoint = {"model": model_name, "cfg": model_cfg, "n_items": data.n_items}
             folder.mkdir(parents=True)
             torch.save({**checkpoint, "state": result.best_state}, folder / "best.pt")
             torch.save({**checkpoint, "state": model.state_dict()}, folder / "last.pt")
@@ -125,18 +123,30 @@ def train_run(params: dict, run: str, data_dir: Path, features_dir: Path, out_di
     return configs[0]
 
 
-def load_trained(model_dir: Path, data_dir: Path, features_dir: Path):
-    """Rebuild a trained run's best model on its dataset: (model, data, training config)."""
-    best = model_dir / "best.pt"
+def _read_seed(folder: Path) -> tuple[dict, dict]:
+    """(best checkpoint, training config) of one trained seed folder."""
+    best = folder / "best.pt"
     if not best.exists():
         raise DataError(f"{best}: file not found (run the train stage first)")
-    checkpoint = torch.load(best, map_location="cpu", weights_only=False)
-    config = json.loads((model_dir / "config.json").read_text())
-    device = pick_device(config["train"].get("device", "auto"))
-    data, features = _load_inputs(data_dir, features_dir, checkpoint["cfg"])
-    model = _build(checkpoint["model"], checkpoint["cfg"], data, features, config["seed"], device)
-    model.load_state_dict(checkpoint["state"])
-    return model, data.to(device), config
+    return torch.load(best, map_location="cpu", weights_only=False), json.loads((folder / "config.json").read_text())
+
+
+def load_trained(model_dir: Path, data_dir: Path, features_dir: Path) -> tuple[list, object, list[dict]]:
+    """Rebuild every training seed's best model of a run on its dataset, whose inputs are loaded once:
+    (models, data, training configs), first seed first."""
+    saved = [_read_seed(folder) for folder in replicate_dirs(model_dir)]
+    first_checkpoint, first_config = saved[0]
+    device = pick_device(first_config["train"].get("device", "auto"))
+    data, features = _load_inputs(data_dir, features_dir, first_checkpoint["cfg"])  # the same for every seed
+    data = data.to(device)
+    models = []
+    for checkpoint, config in saved:
+        model = _build(checkpoint["model"], checkpoint["cfg"], data, features, config["seed"], device)
+        model.load_state_dict(checkpoint["state"])
+        if hasattr(model, "fit_counts"):  # statistics of the training interactions (fused readout)
+            model.fit_counts(data.item_counts)
+        models.append(model)
+    return models, data, [config for _, config in saved]
 
 
 def mean_metrics(per_seed: list[dict[str, float]]) -> tuple[dict[str, float], dict[str, float]]:
@@ -152,11 +162,8 @@ def evaluate_run(params: dict, model_dir: Path, data_dir: Path, features_dir: Pa
     every seed's metrics) plus per-user values (averaged over seeds) for significance tests."""
     eval_cfg = params["eval"]
     started = time.perf_counter()
-    results, configs = [], []
-    for folder in replicate_dirs(model_dir):
-        model, data, config = load_trained(folder, data_dir, features_dir)
-        results.append(evaluate(model, data.test, eval_cfg["topk"], eval_cfg.get("user_batch_size", 1024)))
-        configs.append(config)
+    models, data, configs = load_trained(model_dir, data_dir, features_dir)
+    results = [evaluate(model, data.test, eval_cfg["topk"], eval_cfg.get("user_batch_size", 1024)) for model in models]
     metrics, metrics_std = mean_metrics([r.metrics for r in results])
     config = configs[0]
     summary = {

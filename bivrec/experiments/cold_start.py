@@ -20,7 +20,7 @@ from pathlib import Path
 from bivrec.atomic import write_json
 from bivrec.data.dataset import EvalSplit
 from bivrec.evaluate import evaluate
-from bivrec.runs import load_trained, mean_metrics, replicate_dirs
+from bivrec.runs import load_trained, mean_metrics
 
 
 def cold_item_split(split: EvalSplit, item_counts, max_interactions: int) -> EvalSplit:
@@ -52,8 +52,7 @@ def cold_start(params: dict, models_root: Path, data_dir: Path, features_dir: Pa
     cfg, eval_cfg = params["experiments"]["cold_start"], params["eval"]
     results: dict = {"settings": cfg, "runs": {}}
     for run in params["runs"]:
-        loaded = [load_trained(folder, data_dir, features_dir) for folder in replicate_dirs(models_root / run)]
-        models, data = [model for model, _, _ in loaded], loaded[0][1]
+        models, data, _ = load_trained(models_root / run, data_dir, features_dir)
         cold = cold_items(data.item_counts, cfg["max_item_interactions"])
         cold_split = cold_item_split(data.test, data.item_counts, cfg["max_item_interactions"])
         groups = {  # name: (split, candidates)

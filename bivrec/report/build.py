@@ -19,41 +19,28 @@ def _read_json(path: Path) -> dict:
     return json.loads(path.read_text())
 
 
-def main_table(params: dict, metrics_root: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Rows = runs, columns = dataset x metric; plus rank marks and significance marks."""
-    columns, dataset_of, per_user = {}, {}, {}
+def main_table(params: dict, metrics_root: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame, int]:
+    """Rows = runs, columns = dataset x metric (means over training seeds); plus rank marks,
+    significance marks, the standard deviation over seeds of every cell and the largest seed count."""
+    columns, spread, dataset_of, per_user, most_seeds = {}, {}, {}, {}, 1
     for dataset in params["datasets"]:
         for metric in params["report"]["table_metrics"]:
             column = f"{dataset} {metric}" if len(params["datasets"]) > 1 else metric
             dataset_of[column] = (dataset, metric)
-            columns[column] = {}
+            columns[column], spread[column] = {}, {}
         for run in params["runs"]:
             summary = _read_json(metrics_root / dataset / f"{run}.json")
+            most_seeds = max(most_seeds, len(summary.get("seeds", {})))
             for metric in params["report"]["table_metrics"]:
                 if metric not in summary["metrics"]:
                     raise DataError(f"{metrics_root / dataset / f'{run}.json'}: no metric {metric!r} (check eval.topk)")
                 column = f"{dataset} {metric}" if len(params["datasets"]) > 1 else metric
                 columns[column][run] = summary["metrics"][metric]
+                spread[column][run] = summary.get("metrics_std", {}).get(metric, 0.0)
             per_user[(run, dataset)] = pd.read_parquet(metrics_root / dataset / f"{run}.per_user.parquet")
-    table = pd.DataFrame(columns).reindex(params["runs"])
-    table.index.name = "model"
+    table, spread = (pd.DataFrame(c).reindex(params["runs"]).rename_axis("model") for c in (columns, spread))
     sig = significance_marks(per_user, table, params["report"]["proposed_run"], dataset_of)
-    return table, rank_marks(table), sig
-
-
-def seed_spread(params: dict, metrics_root: Path) -> tuple[pd.DataFrame, int]:
-    """Standard deviation over training seeds of every main-table cell, and the largest seed count."""
-    columns, most_seeds = {}, 1
-    for dataset in params["datasets"]:
-        for run in params["runs"]:
-            summary = _read_json(metrics_root / dataset / f"{run}.json")
-            most_seeds = max(most_seeds, len(summary.get("seeds", {})))
-            for metric in params["report"]["table_metrics"]:
-                column = f"{dataset} {metric}" if len(params["datasets"]) > 1 else metric
-                columns.setdefault(column, {})[run] = summary.get("metrics_std", {}).get(metric, 0.0)
-    table = pd.DataFrame(columns).reindex(params["runs"])
-    table.index.name = "model"
-    return table, most_seeds
+    return table, rank_marks(table), sig, spread, most_seeds
 
 
 DATASET_COLUMNS = {"users": int, "items": int, "interactions": int, "avg_length": float, "density": float}
@@ -117,9 +104,8 @@ def encoder_notes(params: dict, features_root: Path) -> list[str]:
 
 def build_report(params: dict, metrics_root: Path, experiments_root: Path, models_root: Path, data_root: Path, features_root: Path, out_root: Path) -> None:
     select_metric = params["eval"]["select_metric"]
-    table, ranks, sig = main_table(params, metrics_root)
+    table, ranks, sig, spread, seeds = main_table(params, metrics_root)
     proposed = params["report"]["proposed_run"]
-    spread, seeds = seed_spread(params, metrics_root)
     over_seeds = ""
     if seeds > 1:
         write_table(spread, out_root / "tables" / "main_std", f"Standard deviation over {seeds} training seeds")
