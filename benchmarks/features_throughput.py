@@ -5,7 +5,7 @@ writes, final folder); the raw rate times only the forward on batches decoded be
 gap between the two is the decoding/IO overhead. Uses the params.yaml features settings.
 
     python benchmarks/features_throughput.py            # the default synthetic catalogue (1,200 items)
-    python benchmarks/features_throughput.py --movielens /work/shared/data/movielens100k_posters
+    python benchmarks/features_throughput.py --movielens ../shared/data/movielens100k_posters
 """
 
 from __future__ import annotations

@@ -28,9 +28,11 @@ def _set_threads(threads: int | None) -> None:
 
 def cmd_download(args) -> None:
     from bivrec.data.download import download
+    from bivrec.data.sources import data_root, expand_data_root
 
     p = _stage_params(args, "download", dataset=args.dataset)
-    download(args.dataset, p["data"][args.dataset], p["seed"], Path(args.out))
+    dataset_cfg = expand_data_root(p["data"][args.dataset], data_root(p["data_root"]))
+    download(args.dataset, dataset_cfg, p["seed"], Path(args.out))
 
 
 def cmd_preprocess(args) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 from bivrec.checksums import files_sha256
 
 STAGE_PARAMS: dict[str, list[str]] = {
-    "download": ["seed", "data.{dataset}"],
+    "download": ["seed", "data_root", "data.{dataset}"],
     "preprocess": ["seed", "data.{dataset}", "split"],
     "extract_image_features": ["seed", "features.image"],
     "extract_text_features": ["features.text"],

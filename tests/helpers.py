@@ -7,10 +7,14 @@ from pathlib import Path
 import torch
 import yaml
 
+from bivrec.data.sources import data_root
 from bivrec.data.dataset import EvalSplit, SequenceData, last_window, pad_right
 from bivrec.features.store import ItemFeatures
 
-PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
+REPO = Path(__file__).resolve().parents[1]
+PARAMS = REPO / "params.yaml"
+#: Real data (never committed): params.yaml's data_root, relative to the repo, or $BIVREC_DATA_ROOT.
+SHARED_DATA = REPO / data_root(yaml.safe_load(PARAMS.read_text())["data_root"])
 
 
 def bivrec_cfg(**overrides) -> dict:

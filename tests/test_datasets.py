@@ -1,4 +1,4 @@
-"""Dataset readers: small fixtures made here for every kind, plus the real data in /work/shared when present."""
+"""Dataset readers: small fixtures made here for every kind, plus the real data under the data root when present."""
 
 from __future__ import annotations
 
@@ -14,9 +14,11 @@ from bivrec.config import load_params
 from bivrec.data.dataset import DataError, load_dataset
 from bivrec.data.download import download
 from bivrec.data.preprocess import preprocess
+from bivrec.data.sources import expand_data_root
+from helpers import SHARED_DATA
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path("/work/shared/data")
+SHARED = SHARED_DATA
 SPLIT = {"valid_ratio": 0.2, "test_ratio": 0.2, "history_ratio": 0.8, "min_sequence_length": 3}
 
 
@@ -124,14 +126,15 @@ def test_missing_raw_file_names_it(tmp_path):
 # ---- real data (read-only, never copied into the repo) -------------------------------------------
 
 needs_baby = pytest.mark.skipif(not (SHARED / "amazon_baby_mmrec" / "baby.inter").exists(),
-                                reason="real Baby data not present (/work/shared/data/amazon_baby_mmrec)")
+                                reason=f"real Baby data not present ({SHARED / 'amazon_baby_mmrec'}; set BIVREC_DATA_ROOT)")
 needs_ml100k = pytest.mark.skipif(not (SHARED / "movielens100k_posters" / "ml-100k" / "u.data").exists(),
-                                  reason="real MovieLens-100K data not present (/work/shared/data/movielens100k_posters)")
+                                  reason=f"real MovieLens-100K data not present ({SHARED / 'movielens100k_posters'}; set BIVREC_DATA_ROOT)")
 
 
 @pytest.fixture(scope="module")
 def params():
-    return load_params(REPO / "params.yaml")
+    params = load_params(REPO / "params.yaml")
+    return {**params, "data": expand_data_root(params["data"], SHARED)}
 
 
 @needs_baby

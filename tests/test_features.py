@@ -18,9 +18,10 @@ from bivrec.features import image as image_features
 from bivrec.features.image import extract_image_features, load_image_encoder
 from bivrec.features.store import UNREADABLE_REPORT, ItemFeatures, import_precomputed, load_modality, read_sidecar
 from bivrec.features.text import extract_text_features, render_texts
+from helpers import SHARED_DATA
 
 REPO = Path(__file__).resolve().parents[1]
-POSTERS = Path("/work/shared/data/movielens100k_posters")
+POSTERS = SHARED_DATA / "movielens100k_posters"
 DEFAULT_PARAMS = yaml.safe_load((REPO / "params.yaml").read_text())["features"]
 # One forward thread: the 2 shared cores are busy with other tests, and preempted threads stall.
 MOBILENET = {**DEFAULT_PARAMS["image"], "image_size": 32, "batch_size": 4, "num_workers": 0, "device": "cpu",

@@ -4,7 +4,7 @@
 - ``movielens25m``: ``ml-25m.zip`` (``ratings.csv``, ``movies.csv``; optional user tags and genome tags
   as extra item text, see ``extra_text``).
 - ``movielens100k``: ``u.data`` + ``u.item`` (from ``ml-100k.zip`` or as single files), optional TMDB plot
-  overviews and posters (``posters``), as in ``/work/shared/data/movielens100k_posters``.
+  overviews and posters (``posters``), as in ``../shared/data/movielens100k_posters``.
 
 Each reader takes either an ``archive`` source (the zip as published) or the member files as separate
 sources. Images exist only when ``posters`` is configured; otherwise the image column is empty and the

@@ -6,10 +6,31 @@ name under ``raw/<dataset>/`` and under a mirror; ``sha256``/``size`` may be nul
 
 from __future__ import annotations
 
+import os
 import urllib.parse
 from pathlib import Path
 
 from bivrec.config import ParamsError
+
+
+DATA_ROOT_ENV = "BIVREC_DATA_ROOT"
+
+
+def data_root(configured: str) -> Path:
+    """The folder ``{data_root}`` stands for: $BIVREC_DATA_ROOT if set, else params.yaml's ``data_root``
+    (relative paths are relative to the working directory, the repository root for both orchestrators)."""
+    return Path(os.environ.get(DATA_ROOT_ENV) or configured)
+
+
+def expand_data_root(cfg, root: Path):
+    """``cfg`` with every ``{data_root}`` in its strings replaced by ``root`` (nested dicts and lists too)."""
+    if isinstance(cfg, dict):
+        return {k: expand_data_root(v, root) for k, v in cfg.items()}
+    if isinstance(cfg, list):
+        return [expand_data_root(v, root) for v in cfg]
+    if isinstance(cfg, str) and "{data_root}" in cfg:
+        return cfg.replace("{data_root}", root.as_posix())
+    return cfg
 
 
 def source_file(cfg: dict, name: str) -> str:
