@@ -17,7 +17,7 @@ from bivrec.atomic import atomic_path, write_json
 from bivrec.checksums import files_sha256
 from bivrec.config import resolve_run
 from bivrec.data.dataset import DataError, load_dataset
-from bivrec.evaluate import evaluate
+from bivrec.evaluate import eval_options, evaluate
 from bivrec.features.store import load_features
 from bivrec.models import build_model
 from bivrec.device import keep_freed_memory_in_the_heap, pick_device
@@ -163,7 +163,7 @@ def evaluate_run(params: dict, model_dir: Path, data_dir: Path, features_dir: Pa
     eval_cfg = params["eval"]
     started = time.perf_counter()
     models, data, configs = load_trained(model_dir, data_dir, features_dir)
-    results = [evaluate(model, data.test, eval_cfg["topk"], eval_cfg.get("user_batch_size", 1024)) for model in models]
+    results = [evaluate(model, data.test, **eval_options(eval_cfg)) for model in models]
     metrics, metrics_std = mean_metrics([r.metrics for r in results])
     config = configs[0]
     summary = {

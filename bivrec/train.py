@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from bivrec.atomic import atomic_path
 from bivrec.data.dataset import SequenceData
-from bivrec.evaluate import evaluate
+from bivrec.evaluate import eval_options, evaluate
 from bivrec.models.base import Recommender
 
 
@@ -112,12 +112,11 @@ def fit(
 ) -> TrainResult:
     """Train ``model`` on ``data`` (both already on the same device) with early stopping on validation."""
     metric = eval_cfg.get("select_metric", "recall@20")
-    topk, user_batch = eval_cfg["topk"], eval_cfg.get("user_batch_size", 1024)
     result = TrainResult()
     if hasattr(model, "fit_counts"):  # statistics of the training interactions (popularity, fused readout)
         model.fit_counts(data.item_counts)
     if not model.trainable:
-        scores = evaluate(model, data.valid, topk, user_batch).metrics
+        scores = evaluate(model, data.valid, **eval_options(eval_cfg)).metrics
         result.history.append({"step": 0, **{f"valid_{k}": v for k, v in scores.items()}})
         result.best_metric, result.best_state = scores[metric], copy.deepcopy(model.state_dict())
         return result
@@ -163,7 +162,7 @@ def fit(
             running[name] = running.get(name, 0.0) + float(value)
         bar.update(1)
         if step % eval_every == 0 or step == max_steps:
-            scores = evaluate(model, data.valid, topk, user_batch).metrics
+            scores = evaluate(model, data.valid, **eval_options(eval_cfg)).metrics
             row = {"step": step, **{k: v / eval_every for k, v in running.items()}}
             row.update({f"valid_{k}": v for k, v in scores.items()})
             row["seconds"] = time.perf_counter() - started

@@ -404,3 +404,23 @@ def test_both_views_beat_id_only_on_cold_items():
         model.load_state_dict(result.best_state)
         recall[views] = evaluate(model, cold_split, [20]).metrics["recall@20"]
     assert recall["both"] > recall["id"] + 0.1, recall
+
+
+def test_fused_readout_ranks_identically_in_item_chunks():
+    torch.manual_seed(1)
+    n_items = 57
+    model = build_model("bivrec", n_items, random_features(n_items), model_cfg(readout="fused", fused_prior_count=4)).eval()
+    counts = torch.randint(0, 12, (n_items + 1,))
+    counts[0] = 0
+    model.fit_counts(counts)
+    history = random_history(40, 10, n_items, max_real=10, seed=2)
+    split = EvalSplit(torch.arange(40), history, torch.randint(1, n_items + 1, (40, 3)))
+    with torch.no_grad():  # one chunk reproduces the full score matrix
+        full_scores = model.item_scores(history, model.item_table())
+        (start, chunk), = list(model.ranking_scores(history, model.item_table()))
+    assert start == 1 and torch.equal(chunk, full_scores[:, 1:])
+    full = evaluate(model, split, [5, 10])
+    for size in (1, 8, 56):
+        chunked = evaluate(model, split, [5, 10], user_batch_size=16, item_chunk_size=size)
+        for key, values in full.per_user.items():
+            np.testing.assert_array_equal(chunked.per_user[key], values, err_msg=f"{key} chunk {size}")

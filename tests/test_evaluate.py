@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from bivrec.data.dataset import EvalSplit, pad_right
-from bivrec.evaluate import evaluate, paired_significance, top_items
+from bivrec.evaluate import RunningTop, eval_options, evaluate, paired_significance, top_items
 from bivrec.models.base import Recommender
 
 
@@ -194,3 +194,42 @@ def test_candidates_restrict_the_ranking_and_are_validated():
         evaluate(model, split, [2], candidates=candidates[:5])
     with pytest.raises(ValueError, match="bool mask"):
         evaluate(model, split, [2], candidates=candidates.long())
+
+
+@pytest.mark.parametrize("integer_scores", [False, True])
+def test_item_chunks_with_a_running_top_n_rank_exactly_as_the_full_matrix(integer_scores):
+    generator = torch.Generator().manual_seed(3)
+    n_users, n_items = 45, 97
+    if integer_scores:  # many exact ties, several across chunk boundaries
+        interests = torch.randint(-1, 2, (n_users, 2, 3), generator=generator).float()
+        table = torch.randint(-1, 2, (n_items + 1, 3), generator=generator).float()
+    else:
+        interests, table = torch.randn(n_users, 2, 6, generator=generator), torch.randn(n_items + 1, 6, generator=generator)
+    model = FixedModel(interests, table)
+    split = make_split([torch.randint(1, n_items + 1, (5,), generator=generator).tolist() for _ in range(n_users)])
+    candidates = torch.rand(n_items + 1, generator=generator) < 0.7
+    candidates[0] = False
+    candidates[split.targets[split.targets > 0]] = True
+    for kwargs in ({}, {"candidates": candidates}):
+        full = evaluate(model, split, topk=(5, 20, 150), user_batch_size=16, **kwargs)
+        for chunk in (1, 7, 19, 96, 97, 1000):
+            chunked = evaluate(model, split, topk=(5, 20, 150), user_batch_size=16, item_chunk_size=chunk, **kwargs)
+            for key in full.per_user:
+                np.testing.assert_array_equal(chunked.per_user[key], full.per_user[key], err_msg=f"{key} chunk {chunk}")
+    # the chunked running top-n equals the sort of the whole score matrix (ties by smaller id)
+    scores = model.item_scores(split.history, table)
+    for n in (1, 5, 40):
+        best = RunningTop(n, n_items)
+        for start in range(1, n_items + 1, 13):
+            best.add(start, scores[:, start : start + 13])
+        expected = [sorted(range(1, n_items + 1), key=lambda i: (-float(row[i]), i))[:n] for row in scores]
+        assert best.ranked().tolist() == expected
+    with pytest.raises(ValueError, match="item_chunk_size"):
+        evaluate(model, split, item_chunk_size=0)
+
+
+def test_eval_options_read_the_params_section():
+    assert eval_options({"topk": [5], "user_batch_size": 3, "item_chunk_size": 11}) == {
+        "topk": [5], "user_batch_size": 3, "item_chunk_size": 11
+    }
+    assert eval_options({"topk": [5]})["item_chunk_size"] is None

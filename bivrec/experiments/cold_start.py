@@ -19,7 +19,7 @@ from pathlib import Path
 
 from bivrec.atomic import write_json
 from bivrec.data.dataset import EvalSplit
-from bivrec.evaluate import evaluate
+from bivrec.evaluate import eval_options, evaluate
 from bivrec.runs import load_trained, mean_metrics
 
 
@@ -44,7 +44,7 @@ def cold_items(item_counts, max_interactions: int):
 
 def _metrics(models, split: EvalSplit, eval_cfg: dict, candidates=None) -> dict[str, float]:
     """Metrics of ``split`` averaged over the models (one per training seed)."""
-    per_seed = [evaluate(m, split, eval_cfg["topk"], eval_cfg.get("user_batch_size", 1024), candidates).metrics for m in models]
+    per_seed = [evaluate(m, split, candidates=candidates, **eval_options(eval_cfg)).metrics for m in models]
     return mean_metrics(per_seed)[0]
 
 

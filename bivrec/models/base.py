@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Iterator
+
 import torch
 from torch import nn
 
 from bivrec.features.store import ItemFeatures
-from bivrec.models.layers import max_interest_scores
+from bivrec.models.layers import buffer_view, item_chunks, max_interest_scores
 
 
 #: the item modalities a model can read from ``ItemFeatures``
@@ -33,7 +35,7 @@ class Recommender(nn.Module):
 
     Scores are inner products ``user_interests @ item_table().T``; a multi-interest user's score
     for an item is its best interest's score (ComiRec retrieval, see ``bivrec.evaluate``). A model
-    whose ranking is not an inner product (BiVRec's fused readout) overrides ``item_scores``.
+    whose ranking is not an inner product (BiVRec's fused readout) overrides ``ranking_scores``.
     """
 
     #: models without trainable parameters (popularity) skip the optimisation loop
@@ -53,11 +55,24 @@ class Recommender(nn.Module):
     def item_table(self) -> torch.Tensor:
         raise NotImplementedError
 
-    def item_scores(
-        self, history: torch.Tensor, item_table: torch.Tensor, out: torch.Tensor | None = None, work: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """[B, N+1] ranking scores of every item (``item_table`` = ``self.item_table()``), padding at -inf.
+    def ranking_scores(
+        self, history: torch.Tensor, item_table: torch.Tensor, chunk_size: int | None = None, buffers: list | None = None
+    ) -> Iterator[tuple[int, torch.Tensor]]:
+        """Ranking scores of the real items, ``chunk_size`` items at a time (None = all at once): yields
+        ``(start, scores [B, stop - start])`` for items start..stop-1 (``item_table`` = ``self.item_table()``).
 
-        ``out`` and ``work`` are optional [B, N+1] buffers the evaluator reuses across batches.
+        ``buffers``: optional flat buffers of at least B * chunk_size values that the yielded scores may
+        live in, reused by the next chunk (the evaluator consumes each chunk before asking for the next).
         """
-        return max_interest_scores(self.user_interests(history).float(), item_table, out, work)
+        interests = self.user_interests(history).float()
+        out, work = buffers if buffers is not None else (None, None)
+        for start, stop in item_chunks(self.n_items, chunk_size):
+            rows, cols = interests.shape[0], stop - start
+            yield start, max_interest_scores(interests, item_table[start:stop], buffer_view(out, rows, cols), buffer_view(work, rows, cols))
+
+    def item_scores(self, history: torch.Tensor, item_table: torch.Tensor) -> torch.Tensor:
+        """[B, N+1] ranking scores of every item in one matrix, padding column at -inf."""
+        scores = torch.full((history.shape[0], self.n_items + 1), float("-inf"), device=history.device)
+        for start, chunk in self.ranking_scores(history, item_table):
+            scores[:, start : start + chunk.shape[1]] = chunk
+        return scores

@@ -100,19 +100,31 @@ def init_weights(module: nn.Module) -> None:
 
 
 def max_interest_scores(
-    interests: torch.Tensor, item_table: torch.Tensor, out: torch.Tensor | None = None, work: torch.Tensor | None = None
+    interests: torch.Tensor, item_rows: torch.Tensor, out: torch.Tensor | None = None, work: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """[B, K, d] x [N+1, d] -> [B, N+1]: each item's best-interest score, padding column at -inf.
+    """[B, K, d] x [C, d] -> [B, C]: each item's best-interest score (``item_rows`` any rows of a table).
 
-    ``out`` and ``work`` are optional [B, N+1] buffers; one interest is scored at a time so memory
-    does not grow with K.
+    ``out`` and ``work`` are optional contiguous [B, C] buffers; one interest is scored at a time so
+    memory does not grow with K.
     """
-    shape = (interests.shape[0], item_table.shape[0])
+    shape = (interests.shape[0], item_rows.shape[0])
     out = torch.empty(shape, device=interests.device) if out is None else out
     work = torch.empty(shape, device=interests.device) if work is None and interests.shape[1] > 1 else work
-    torch.mm(interests[:, 0], item_table.T, out=out)
+    torch.mm(interests[:, 0], item_rows.T, out=out)
     for k in range(1, interests.shape[1]):
-        torch.mm(interests[:, k], item_table.T, out=work)
+        torch.mm(interests[:, k], item_rows.T, out=work)
         torch.maximum(out, work, out=out)
-    out[:, 0] = float("-inf")
     return out
+
+
+def item_chunks(n_items: int, chunk_size: int | None) -> list[tuple[int, int]]:
+    """``(start, stop)`` ranges covering the real items 1..n_items, ``chunk_size`` at a time (None = all)."""
+    if chunk_size is not None and chunk_size < 1:
+        raise ValueError(f"eval.item_chunk_size must be a positive integer or null, got {chunk_size}")
+    step = n_items if chunk_size is None else chunk_size
+    return [(start, min(start + step, n_items + 1)) for start in range(1, n_items + 1, max(step, 1))]
+
+
+def buffer_view(buffer: torch.Tensor | None, rows: int, cols: int) -> torch.Tensor | None:
+    """A contiguous [rows, cols] view of the start of ``buffer`` (which holds at least rows * cols values)."""
+    return None if buffer is None else buffer.view(-1)[: rows * cols].view(rows, cols)

@@ -25,7 +25,7 @@ from bivrec.models.base import MODALITIES, Recommender, model_option
 from bivrec.models.bivrec.cross_view import COARSE_FORMS, FINE_FORMS, coarse_loss, fine_loss
 from bivrec.models.bivrec.decomposition import InterestDecomposition
 from bivrec.models.bivrec.embedding import MultiScaleEmbedding
-from bivrec.models.layers import full_softmax_loss, hard_readout, init_weights, max_interest_scores
+from bivrec.models.layers import buffer_view, full_softmax_loss, hard_readout, init_weights, item_chunks, max_interest_scores
 
 VIEWS = {"id": ("id",), "mm": ("mm",), "both": ("id", "mm")}
 READOUTS = ("auto", "id", "mm", "sum", "max", "fused")
@@ -177,7 +177,7 @@ class BiVRec(Recommender):
     def user_interests(self, history: torch.Tensor) -> torch.Tensor:
         """The readout's interests: one view's [B, K, d], or for ``sum``/``max`` fusion the pairs/blocks
         whose inner products with ``item_table()`` give the fused score (see docs/model.md); for
-        ``fused`` the two views' interests side by side [B, K, 2d] (scored by ``item_scores``)."""
+        ``fused`` the two views' interests side by side [B, K, 2d] (scored by ``ranking_scores``)."""
         if self.readout in ("id", "mm"):
             return self.view_interests(self.readout, history, self.view_table(self.readout))[0]
         z_id = self.view_interests("id", history, self.view_table("id"))[0]
@@ -195,16 +195,37 @@ class BiVRec(Recommender):
             return self.view_table(self.readout)
         return torch.cat([self.view_table("id"), self.view_table("mm")], 1)
 
-    def item_scores(self, history, item_table, out=None, work=None) -> torch.Tensor:
+    def ranking_scores(self, history, item_table, chunk_size=None, buffers=None):
         """Fused readout: log(w_i · p_id(i) + (1 − w_i) · p_mm(i)) with w_i = n_i / (n_i + prior_count) and
-        p_view the softmax over items of the view's best-interest scores; other readouts: inner products."""
+        p_view the softmax over items of the view's best-interest scores; other readouts: inner products.
+
+        Item-chunked in two passes: the softmax normalisers (log-sum-exp over all items, accumulated in
+        float64 so the result does not depend on the chunking), then the chunks' fused scores."""
         if self.readout != "fused":
-            return super().item_scores(history, item_table, out, work)
+            yield from super().ranking_scores(history, item_table, chunk_size, buffers)
+            return
         if torch.isnan(self.item_counts).any():
             raise RuntimeError("the fused readout needs training counts: call fit_counts(item_counts) first")
         interests = self.user_interests(history).float()
         dim = interests.shape[-1] // 2
-        log_p_id = max_interest_scores(interests[..., :dim], item_table[:, :dim], out, work).log_softmax(1)
-        log_p_mm = max_interest_scores(interests[..., dim:], item_table[:, dim:], None, work).log_softmax(1)
+        views = [(interests[..., :dim], item_table[:, :dim]), (interests[..., dim:], item_table[:, dim:])]
+        chunks = item_chunks(self.n_items, chunk_size)
+        out, work = buffers if buffers is not None else (None, None)
+        rows = interests.shape[0]
+
+        def view_scores(view, start, stop):
+            user, table = views[view]
+            return max_interest_scores(user, table[start:stop], buffer_view(out, rows, stop - start), buffer_view(work, rows, stop - start))
+
+        log_norms = []
+        for view in range(2):
+            total = torch.full((rows, 1), float("-inf"), dtype=torch.float64, device=interests.device)
+            for start, stop in chunks:
+                total = torch.logaddexp(total, view_scores(view, start, stop).double().logsumexp(1, keepdim=True))
+            log_norms.append(total.float())
         trust_id = self.item_counts / (self.item_counts + self.fused_prior_count)
-        return torch.logaddexp(log_p_id + trust_id.log(), log_p_mm + (1 - trust_id).log())
+        log_trust_id, log_trust_mm = trust_id.log(), (1 - trust_id).log()
+        for start, stop in chunks:
+            log_p_id = view_scores(0, start, stop).sub(log_norms[0]).add_(log_trust_id[start:stop])
+            log_p_mm = view_scores(1, start, stop).sub_(log_norms[1]).add_(log_trust_mm[start:stop])
+            yield start, torch.logaddexp(log_p_id, log_p_mm)
