@@ -7,9 +7,11 @@ params.yaml keys listed for it in ``bivrec.stages`` and writes its outputs atomi
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
+from bivrec.atomic import DISK_ERRNOS, OutputError
 from bivrec.config import ParamsError, load_params, select
 from bivrec.data.dataset import DataError
 from bivrec.stages import STAGE_PARAMS, stage_keys
@@ -175,12 +177,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: errors the user can cause and fix (bad params or data, a missing or unwritable file, a full disk,
+#: no CUDA, a diverging training): one line and exit code 2, never a traceback
+USER_ERRORS = (ParamsError, DataError, OutputError, FileNotFoundError, PermissionError, FloatingPointError)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (ParamsError, DataError, FileNotFoundError) as exc:
+    except USER_ERRORS as exc:
         print(f"bivrec {args.stage}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if exc.errno not in DISK_ERRNOS:
+            raise
+        where = f" while writing {exc.filename}" if exc.filename else ""
+        print(f"bivrec {args.stage}: error: {os.strerror(exc.errno).lower()}{where}; free some space and rerun",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"bivrec {args.stage}: interrupted; no output was written (rerun to resume)", file=sys.stderr)

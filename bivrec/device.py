@@ -6,11 +6,14 @@ import ctypes
 
 import torch
 
+from bivrec.config import ParamsError
+
 
 def pick_device(name: str = "auto") -> torch.device:
     """``auto`` = CUDA when present, else CPU; asking for CUDA without one is an error."""
     if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' was requested in params.yaml but no CUDA device is available")
+        raise ParamsError("device 'cuda' was requested in params.yaml but no CUDA device is available "
+                          "(torch.cuda.is_available() is False); use device: auto or cpu")
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     return torch.device(name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 import platform
 import subprocess
 import sys
@@ -87,7 +88,6 @@ def train_run(params: dict, run: str, data_dir: Path, features_dir: Path, out_di
     inputs_digest = _inputs_digest(data_dir, features_dir)
     seeds = replicate_seeds(params["seed"], train_cfg)
     resume_dirs = [resume_dir_for(out_dir if i == 0 else out_dir / "seeds" / str(seed)) for i, seed in enumerate(seeds)]
-    checkpoint = {"model": model_name, "cfg": model_cfg, "n_items": data.n_items}
     data = data.to(device)
     configs = []
     with atomic_path(out_dir) as tmp:
@@ -102,6 +102,7 @@ def train_run(params: dict, run: str, data_dir: Path, features_dir: Path, out_di
                 "run": run,
                 "model": model_name,
                 "model_cfg": model_cfg,
+                "n_items": data.n_items,
                 "train": train_cfg,
                 "seed": seed,
                 "fingerprint": fingerprint,
@@ -112,8 +113,9 @@ def train_run(params: dict, run: str, data_dir: Path, features_dir: Path, out_di
                 "parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
             }
             folder.mkdir(parents=True)
-            torch.save({**checkpoint, "state": result.best_state}, folder / "best.pt")
-            torch.save({**checkpoint, "state": model.state_dict()}, folder / "last.pt")
+            # weights only; what they belong to (model, its config, item count) is config.json beside them
+            torch.save(result.best_state, folder / "best.pt")
+            torch.save(model.state_dict(), folder / "last.pt")
             pd.DataFrame(result.history).to_csv(folder / "history.csv", index=False)
             (folder / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True, default=str) + "\n")
             configs.append(config)
@@ -124,25 +126,34 @@ def train_run(params: dict, run: str, data_dir: Path, features_dir: Path, out_di
 
 
 def _read_seed(folder: Path) -> tuple[dict, dict]:
-    """(best checkpoint, training config) of one trained seed folder."""
-    best = folder / "best.pt"
-    if not best.exists():
-        raise DataError(f"{best}: file not found (run the train stage first)")
-    return torch.load(best, map_location="cpu", weights_only=False), json.loads((folder / "config.json").read_text())
+    """(best weights, training config) of one trained seed folder; the weights load with
+    ``weights_only=True`` (tensors only: a checkpoint cannot run code)."""
+    best, config_path = folder / "best.pt", folder / "config.json"
+    for path in (best, config_path):
+        if not path.exists():
+            raise DataError(f"{path}: file not found (run the train stage first)")
+    try:
+        config = json.loads(config_path.read_text())
+        state = torch.load(best, map_location="cpu", weights_only=True)
+    except (ValueError, RuntimeError, pickle.UnpicklingError) as error:
+        raise DataError(f"{folder}: unreadable checkpoint or config ({error}); retrain the run") from error
+    return state, config
 
 
 def load_trained(model_dir: Path, data_dir: Path, features_dir: Path) -> tuple[list, object, list[dict]]:
     """Rebuild every training seed's best model of a run on its dataset, whose inputs are loaded once:
     (models, data, training configs), first seed first."""
     saved = [_read_seed(folder) for folder in replicate_dirs(model_dir)]
-    first_checkpoint, first_config = saved[0]
+    first_config = saved[0][1]
     device = pick_device(first_config["train"].get("device", "auto"))
-    data, features = _load_inputs(data_dir, features_dir, first_checkpoint["cfg"])  # the same for every seed
+    data, features = _load_inputs(data_dir, features_dir, first_config["model_cfg"])  # the same for every seed
+    if first_config.get("n_items", data.n_items) != data.n_items:
+        raise DataError(f"{model_dir}: trained on {first_config['n_items']} items, but {data_dir} has {data.n_items}")
     data = data.to(device)
     models = []
-    for checkpoint, config in saved:
-        model = _build(checkpoint["model"], checkpoint["cfg"], data, features, config["seed"], device)
-        model.load_state_dict(checkpoint["state"])
+    for state, config in saved:
+        model = _build(config["model"], config["model_cfg"], data, features, config["seed"], device)
+        model.load_state_dict(state)
         if hasattr(model, "fit_counts"):  # statistics of the training interactions (fused readout)
             model.fit_counts(data.item_counts)
         models.append(model)

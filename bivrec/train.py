@@ -1,8 +1,10 @@
 """One training loop for every model: ComiRec sampling, Adam, early stopping, checkpoints, AMP.
 
-Resumable: every validation writes ``last.pt`` (model, optimiser, RNG states, history) to a resume
-folder; a killed run restarted with the same config continues from it and ends with the same result
-as an uninterrupted run with the same seed.
+Resumable: every validation writes the training state to a resume folder, tensors (model, optimiser,
+RNG states, best weights) in ``last-<step>.pt`` and everything else (fingerprint, step, history) in
+``last.json``; a run killed at any moment (Ctrl-C or ``kill -9``) and restarted with the same config
+continues from the last validation and ends with the same result as an uninterrupted run. Tensors
+load with ``torch.load(weights_only=True)``: a resume file cannot run code.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import pickle
 import shutil
 import sys
 import time
@@ -19,8 +22,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from bivrec.atomic import atomic_path
-from bivrec.data.dataset import SequenceData
+from bivrec.atomic import atomic_path, write_json
+from bivrec.data.dataset import DataError, SequenceData
 from bivrec.evaluate import eval_options, evaluate
 from bivrec.models.base import Recommender
 
@@ -43,7 +46,9 @@ class SequenceSampler:
     def __init__(self, data: SequenceData, max_len: int, min_cut: int, seed: int):
         eligible = torch.nonzero(data.train_lengths > min_cut).flatten()
         if eligible.numel() == 0:
-            raise ValueError(f"no training user has more than train.min_cut={min_cut} interactions")
+            longest = int(data.train_lengths.max()) if data.train_lengths.numel() else 0
+            raise DataError(f"no training user to sample from: none of the {data.train_lengths.numel()} training users "
+                            f"has more than train.min_cut={min_cut} interactions (the longest has {longest})")
         self.items, self.lengths = data.train_items, data.train_lengths
         self.eligible, self.max_len, self.min_cut = eligible, max_len, min_cut
         self.offsets = torch.arange(max_len, device=self.items.device) - max_len
@@ -128,19 +133,15 @@ def fit(
     scaler_needed = device.type == "cuda" and train_cfg.get("amp", True) and not torch.cuda.is_bf16_supported()
     scaler = torch.amp.GradScaler("cuda", enabled=scaler_needed)
     step, bad_validations = 0, 0
-    resume_file = Path(resume_dir) / "last.pt" if resume_dir else None
-    if resume_file and resume_file.exists():
-        saved = torch.load(resume_file, map_location=device, weights_only=False)
-        if saved.get("fingerprint") == fingerprint:
-            model.load_state_dict(saved["model"])
-            optimizer.load_state_dict(saved["optimizer"])
-            scaler.load_state_dict(saved["scaler"])
-            _restore_rng(saved["rng"], sampler)
-            step, bad_validations = saved["step"], saved["bad_validations"]
-            result = saved["result"]
-            print(f"resuming from {resume_file} at step {step}", file=sys.stderr)
-        else:
-            print(f"ignoring {resume_file}: it belongs to another configuration", file=sys.stderr)
+    saved = load_resume_state(resume_dir, fingerprint, device) if resume_dir else None
+    if saved is not None:
+        model.load_state_dict(saved["tensors"]["model"])
+        optimizer.load_state_dict(saved["tensors"]["optimizer"])
+        scaler.load_state_dict(saved["tensors"]["scaler"])
+        _restore_rng(saved["tensors"]["rng"], sampler)
+        step, bad_validations = saved["step"], saved["bad_validations"]
+        result = TrainResult(saved["history"], saved["best_metric"], saved["best_step"], saved["tensors"]["best_state"])
+        print(f"resuming from {Path(resume_dir) / RESUME_RECORD} at step {step}", file=sys.stderr)
 
     max_steps, eval_every, patience = train_cfg["max_steps"], train_cfg["eval_every"], train_cfg["patience"]
     bar = tqdm(total=max_steps, initial=step, desc="train", disable=not progress, mininterval=1.0, file=sys.stderr)
@@ -174,23 +175,61 @@ def fit(
             else:
                 bad_validations += 1
             bar.set_postfix(loss=f"{row['loss']:.3f}", **{metric: f"{scores[metric]:.4f}"})
-            if resume_file:
-                with atomic_path(resume_file) as tmp:
-                    torch.save(
-                        {
-                            "fingerprint": fingerprint,
-                            "model": model.state_dict(),
-                            "optimizer": optimizer.state_dict(),
-                            "scaler": scaler.state_dict(),
-                            "rng": _rng_states(sampler),
-                            "step": step,
-                            "bad_validations": bad_validations,
-                            "result": result,
-                        },
-                        tmp,
-                    )
+            if resume_dir:
+                save_resume_state(resume_dir, fingerprint, step, bad_validations, result, {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scaler": scaler.state_dict(),
+                    "rng": _rng_states(sampler),
+                })
     bar.close()
     return result
+
+
+RESUME_RECORD = "last.json"
+
+
+def save_resume_state(resume_dir: str | Path, fingerprint: str, step: int, bad_validations: int,
+                      result: TrainResult, tensors: dict) -> None:
+    """Write ``last-<step>.pt`` (tensors), then commit it by replacing ``last.json``, then drop older tensors.
+
+    ``last.json`` always names a complete tensor file, whenever the process is killed.
+    """
+    resume_dir = Path(resume_dir)
+    tensor_file = f"last-{step:09d}.pt"
+    with atomic_path(resume_dir / tensor_file) as tmp:
+        torch.save({**tensors, "best_state": result.best_state}, tmp)
+    record = {
+        "fingerprint": fingerprint,
+        "tensors": tensor_file,
+        "step": step,
+        "bad_validations": bad_validations,
+        "best_metric": result.best_metric,
+        "best_step": result.best_step,
+        "history": result.history,
+    }
+    write_json(resume_dir / RESUME_RECORD, record)
+    for old in resume_dir.glob("last-*.pt"):
+        if old.name != tensor_file:
+            old.unlink(missing_ok=True)
+
+
+def load_resume_state(resume_dir: str | Path, fingerprint: str, device: torch.device) -> dict | None:
+    """The saved state of this configuration (``last.json`` fields + ``tensors``), or None to start afresh."""
+    record_path = Path(resume_dir) / RESUME_RECORD
+    if not record_path.exists():
+        return None
+    try:
+        record = json.loads(record_path.read_text())
+        if record.get("fingerprint") != fingerprint:
+            print(f"ignoring {record_path}: it belongs to another configuration", file=sys.stderr)
+            return None
+        # weights_only: tensors and plain containers only, never arbitrary pickled objects
+        record["tensors"] = torch.load(Path(resume_dir) / record["tensors"], map_location=device, weights_only=True)
+    except (OSError, ValueError, KeyError, RuntimeError, pickle.UnpicklingError) as error:
+        print(f"ignoring unreadable resume state {record_path}: {error}", file=sys.stderr)
+        return None
+    return record
 
 
 def clear_resume_state(resume_dir: str | Path) -> None:

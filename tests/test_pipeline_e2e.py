@@ -141,7 +141,7 @@ def test_ctrl_c_in_training_leaves_no_output_and_rerun_resumes(workdir):
     write_params(workdir, {"train": {"max_steps": 2000, "eval_every": 20, "patience": 3}})
     cmd = [sys.executable, "-m", "bivrec", "train", "--params", "params.yaml", "--run", "bivrec", "--data", "data/synthetic",
            "--features", "features/synthetic", "--out", "models/synthetic/interrupted", "--quiet"]
-    checkpoint = workdir / ".bivrec/resume/models/synthetic/interrupted/last.pt"
+    checkpoint = workdir / ".bivrec/resume/models/synthetic/interrupted/last.json"
     try:
         proc = subprocess.Popen(cmd, cwd=workdir, env=ENV, stderr=subprocess.PIPE, text=True)
         deadline = time.time() + 300

@@ -71,7 +71,7 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path):
     model.loss = InterruptAfter(model, calls=25)
     with pytest.raises(KeyboardInterrupt):
         fit(model, data, TRAIN, EVAL, seed=3, resume_dir=tmp_path / "b", fingerprint="x", progress=False)
-    assert (tmp_path / "b" / "last.pt").exists()
+    assert (tmp_path / "b" / "last.json").exists()
     resumed = fit(tiny_bivrec(data), data, TRAIN, EVAL, seed=3, resume_dir=tmp_path / "b", fingerprint="x", progress=False)
 
     assert [r["step"] for r in resumed.history] == [10, 20, 30]

@@ -18,6 +18,7 @@ from bivrec.config import ParamsError
 from bivrec.data.dataset import DataError
 from bivrec.data.preprocess import RawData
 from bivrec.data.sources import source_file
+from bivrec.data.validate import reading
 
 REVIEW_FIELDS = {"reviewerID": "user_id", "asin": "item_id", "unixReviewTime": "timestamp", "overall": "rating"}
 TEXT_FIELDS = ("title", "brand", "categories", "description")
@@ -29,7 +30,7 @@ def read_reviews(path: Path) -> pd.DataFrame:
     if not path.exists():
         raise DataError(f"{path}: file not found (run the download stage first)")
     columns = {name: [] for name in REVIEW_FIELDS.values()}
-    with gzip.open(path, "rt", encoding="utf-8") as lines:
+    with reading(path), gzip.open(path, "rt", encoding="utf-8") as lines:
         for number, line in enumerate(lines, 1):  # parsing: one record per line is the format
             try:
                 record = json.loads(line)
@@ -48,7 +49,7 @@ def read_metadata(path: Path, wanted: set[str]) -> dict[str, dict]:
     if not path.exists():
         raise DataError(f"{path}: file not found (run the download stage first)")
     records = {}
-    with gzip.open(path, "rt", encoding="utf-8") as lines:
+    with reading(path), gzip.open(path, "rt", encoding="utf-8") as lines:
         for number, line in enumerate(lines, 1):
             match = _ASIN.search(line)
             if match is None or match.group(1) not in wanted:

@@ -4,15 +4,16 @@ Sources live in params.yaml (``data.<dataset>.sources.<name>: {url, sha256, size
 replaces where they come from (a local folder, ``file://`` or ``http(s)://`` base that holds each
 source under its ``file`` name). Every file is streamed to a ``.part`` file with a progress bar, resumed
 with an HTTP Range request after an interruption, retried with exponential backoff, checked against its
-sha256 and only then renamed into place. Everything is staged in ``raw/<dataset>.partial/`` (kept across
-interrupted runs, so a rerun resumes) and published as ``raw/<dataset>/`` in one rename.
+sha256 (and, for ``.gz`` / ``.zip``, decompressed once to prove it whole) and only then renamed into
+place. Everything is staged in ``raw/<dataset>.partial/`` (kept across interrupted or killed runs, so
+a rerun resumes) and published as ``raw/<dataset>/`` in one atomic step. Image URLs found in the
+downloaded metadata are fetched only over http(s) (see ``refuse_metadata_job``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import http.client
-import json
 import os
 import shutil
 import socket
@@ -28,11 +29,11 @@ import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
-from bivrec.atomic import atomic_path
+from bivrec.atomic import atomic_path, clean_stale_temporaries, publish, write_json
 from bivrec.checksums import file_sha256
 from bivrec.data.dataset import DataError
-from bivrec.data.sources import resolve_url, source_file
-from bivrec.data.validate import note
+from bivrec.data.sources import local_mirror, refuse_metadata_job, resolve_url, source_file
+from bivrec.data.validate import check_archive, note
 
 DOWNLOAD_DEFAULTS = {"timeout_s": 60.0, "retries": 3, "backoff_s": 2.0, "image_workers": 8}
 CHUNK = 1 << 20
@@ -147,16 +148,23 @@ def _image_is_valid(path: Path) -> bool:
         return False
 
 
-def fetch_images(jobs: pd.DataFrame, folder: Path, settings: dict, progress: bool = True) -> pd.DataFrame:
+def fetch_images(jobs: pd.DataFrame, folder: Path, settings: dict, progress: bool = True,
+                 local_root: Path | None = None) -> pd.DataFrame:
     """Fetch item images with bounded concurrency; returns the failures (``name, url, error``).
 
-    ``jobs`` has columns ``name`` (file name under ``folder``), ``url`` and optionally ``sha256``.
-    Files already present and decodable (and matching their hash) are skipped, so reruns are cheap.
+    ``jobs`` has columns ``name`` (file name under ``folder``), ``url`` and optionally ``sha256``; they
+    come from downloaded metadata, so a job whose URL is not http(s) (unless it lies inside
+    ``local_root``, a configured local mirror) or whose name is not a plain file name is refused and
+    listed as a failure. Files already present and decodable (and matching their hash) are skipped, so
+    reruns are cheap.
     """
     folder.mkdir(parents=True, exist_ok=True)
     hashes = jobs["sha256"] if "sha256" in jobs else pd.Series([None] * len(jobs), index=jobs.index)
 
     def one(name: str, url: str, sha256: str | None) -> tuple[str, str, str] | None:
+        refusal = refuse_metadata_job(str(name), str(url), local_root)
+        if refusal is not None:
+            return name, url, refusal
         dest = folder / name
         try:
             fetch(url, dest, sha256, timeout_s=settings["timeout_s"], retries=settings["retries"],
@@ -183,28 +191,35 @@ def _fetch_sources(dataset: str, cfg: dict, staging: Path, settings: dict) -> di
         url = resolve_url(source["url"], file, cfg.get("mirror"))
         digest = fetch(url, staging / file, source.get("sha256"), source.get("size"),
                        timeout_s=settings["timeout_s"], retries=settings["retries"], backoff_s=settings["backoff_s"])
+        try:
+            check_archive(staging / file)
+        except DataError as error:
+            (staging / file).unlink()  # so that a rerun fetches it again
+            raise DownloadError(f"{url}: {error}") from error
         if source.get("sha256") is None:
             note(f"{url}: no sha256 pinned; computed {digest} (pin it as data.{dataset}.sources.{name}.sha256)")
         record[name] = {"url": url, "file": file, "sha256": digest, "size": (staging / file).stat().st_size}
     return record
 
 
-def _image_jobs(cfg: dict, staging: Path) -> pd.DataFrame | None:
-    """Which item images the kind wants, read from the sources it just fetched."""
+def _image_jobs(cfg: dict, staging: Path) -> tuple[pd.DataFrame | None, Path | None]:
+    """Which item images the kind wants, read from the sources it just fetched, and the local folder
+    (a configured local mirror) their URLs may point into besides http(s)."""
     kind = cfg["kind"]
     if kind == "amazon2014" and cfg.get("images", True):
         from bivrec.data.amazon import image_urls
 
-        return image_urls(staging / source_file(cfg, "reviews"), staging / source_file(cfg, "meta"))
+        return image_urls(staging / source_file(cfg, "reviews"), staging / source_file(cfg, "meta")), local_mirror(cfg.get("mirror"))
     if kind in ("mmrec", "bivrec_split") and cfg.get("images", False):
         from bivrec.data.mmrec import image_urls
 
-        return image_urls(staging / source_file(cfg, "image_urls"))
+        return image_urls(staging / source_file(cfg, "image_urls")), local_mirror(cfg.get("mirror"))
     if kind.startswith("movielens") and cfg.get("posters"):
         from bivrec.data.movielens import poster_jobs
 
-        return poster_jobs(cfg["posters"], staging / source_file(cfg, "poster_checksums"))
-    return None
+        posters = cfg["posters"]["url"]
+        return poster_jobs(cfg["posters"], staging / source_file(cfg, "poster_checksums")), local_mirror(posters)
+    return None, None
 
 
 def download(dataset: str, dataset_cfg: dict, seed: int, out_dir: Path) -> None:
@@ -219,20 +234,20 @@ def download(dataset: str, dataset_cfg: dict, seed: int, out_dir: Path) -> None:
 
     settings = {**DOWNLOAD_DEFAULTS, **dataset_cfg.get("download", {})}
     staging = out_dir.with_name(out_dir.name + ".partial")
+    clean_stale_temporaries(out_dir)
     if not staging.exists() and out_dir.is_dir():
         # start from the last complete download (hard links, no copy) so valid files are not fetched again
         shutil.copytree(out_dir, staging, copy_function=os.link)
     staging.mkdir(parents=True, exist_ok=True)
 
     record = {"sources": _fetch_sources(dataset, dataset_cfg, staging, settings)}
-    jobs = _image_jobs(dataset_cfg, staging)
+    jobs, local_root = _image_jobs(dataset_cfg, staging)
     if jobs is not None:
-        failures = fetch_images(jobs, staging / "images", settings)
+        failures = fetch_images(jobs, staging / "images", settings, local_root=local_root)
         failures.to_csv(staging / "images_failed.csv", index=False)
         record["images"] = {"requested": int(len(jobs)), "failed": int(len(failures))}
         if len(failures):
             note(f"{dataset}: {len(failures)} of {len(jobs)} image(s) failed (listed in images_failed.csv); "
                  "those items get no image")
-    (staging / "checksums.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-    with atomic_path(out_dir) as tmp:
-        os.rename(staging, tmp)
+    write_json(staging / "checksums.json", record)
+    publish(staging, out_dir)  # one atomic step: the old raw folder or the new one, never neither

@@ -21,7 +21,7 @@ from bivrec.data.dataset import DataError
 from bivrec.data.preprocess import RawData
 from bivrec.data.sources import source_file
 from bivrec.data.split import TEST, TRAIN, VALID
-from bivrec.data.validate import check_feature_rows, require_columns, require_numeric_ids
+from bivrec.data.validate import check_feature_rows, reading, require_columns, require_numeric_ids
 
 INTER_COLUMNS = ["userID", "itemID", "rating", "timestamp"]
 SPLIT_COLUMNS = ["user", "item", "rating", "timestamp", "label"]
@@ -56,7 +56,8 @@ def image_urls(path: Path) -> pd.DataFrame:
 
 def read_mmrec(raw_dir: Path, cfg: dict) -> RawData:
     path = _need(raw_dir / source_file(cfg, "inter"))
-    frame = pd.read_csv(path, sep="\t")
+    with reading(path):
+        frame = pd.read_csv(path, sep="\t")
     require_columns(frame, INTER_COLUMNS, path)
     frame = require_numeric_ids(frame, ["userID", "itemID"], path)
     interactions = frame.rename(columns={"userID": "user_id", "itemID": "item_id"})[
@@ -67,7 +68,10 @@ def read_mmrec(raw_dir: Path, cfg: dict) -> RawData:
     for modality in ("image", "text"):
         if f"{modality}_features" in sources:
             feat_path = _need(raw_dir / source_file(cfg, f"{modality}_features"))
-            rows = np.load(feat_path)
+            try:
+                rows = np.load(feat_path, allow_pickle=False)
+            except (ValueError, OSError, EOFError) as error:
+                raise DataError(f"{feat_path}: not a readable .npy array ({error})") from error
             check_feature_rows(rows, n_rows, feat_path)
             features[modality] = rows.astype(np.float32, copy=False)
     items = _metadata(raw_dir, cfg, np.arange(n_rows))
@@ -79,7 +83,8 @@ def read_bivrec_split(raw_dir: Path, cfg: dict) -> RawData:
     parts, split_of_user = [], []
     for name, code in (("train", TRAIN), ("valid", VALID), ("test", TEST)):
         path = _need(raw_dir / source_file(cfg, name))
-        frame = pd.read_csv(path, header=None, names=SPLIT_COLUMNS)
+        with reading(path):
+            frame = pd.read_csv(path, header=None, names=SPLIT_COLUMNS)
         frame = require_numeric_ids(frame, ["user", "item"], path)
         parts.append(frame)
         split_of_user.append(pd.Series(code, index=pd.unique(frame["user"]), dtype=np.int8))

@@ -23,6 +23,7 @@ import pandas as pd
 from bivrec.data.dataset import DataError
 from bivrec.data.preprocess import RawData
 from bivrec.data.sources import resolve_url, source_file
+from bivrec.data.validate import reading
 
 ML100K_GENRES = [
     "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",
@@ -36,7 +37,9 @@ def _member(raw_dir: Path, cfg: dict, source: str, member: str) -> tuple[bytes, 
         archive = raw_dir / source_file(cfg, "archive")
         if not archive.exists():
             raise DataError(f"{archive}: file not found (run the download stage first)")
-        with zipfile.ZipFile(archive) as zipped:
+        # members are read into memory by their exact name: nothing is extracted, so no member's path
+        # (absolute, "../") can ever reach the file system
+        with reading(archive), zipfile.ZipFile(archive) as zipped:
             if member not in zipped.namelist():
                 raise DataError(f"{archive}: has no member {member!r}")
             return zipped.read(member), f"{archive}:{member}"

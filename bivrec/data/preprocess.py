@@ -24,6 +24,7 @@ from bivrec.data.split import TRAIN, assign_users, split_counts, split_tables, w
 from bivrec.data.validate import (
     handle_duplicates,
     note,
+    reading,
     require_columns,
     require_no_missing,
     require_numeric_ids,
@@ -52,9 +53,13 @@ def read_synthetic(raw_dir: Path, cfg: dict) -> RawData:
     for path in (inter_path, items_path):
         if not path.exists():
             raise DataError(f"{path}: file not found (run the download stage first)")
-    interactions = pd.read_csv(inter_path, dtype={"user_id": str, "item_id": str})
+    with reading(inter_path):
+        interactions = pd.read_csv(inter_path, dtype={"user_id": str, "item_id": str})
     require_columns(interactions, ["user_id", "item_id", "timestamp"], inter_path)
-    items = pd.read_json(items_path, lines=True, dtype={"item_id": str})
+    try:
+        items = pd.read_json(items_path, lines=True, dtype={"item_id": str})
+    except ValueError as error:
+        raise DataError(f"{items_path}: not JSON lines ({error})") from error
     require_columns(items, ["item_id", *ITEM_TEXT_COLUMNS, "image"], items_path)
     return RawData(interactions, items, str(inter_path))
 

@@ -48,3 +48,33 @@ def resolve_url(url: str, file: str, mirror: str | None) -> str:
     if "://" in mirror:
         return mirror.rstrip("/") + "/" + urllib.parse.quote(file)
     return str(Path(mirror) / file)
+
+
+def local_mirror(location: str | None) -> Path | None:
+    """The folder a mirror (or posters) location names when it is local (a path or ``file://``), else None."""
+    if not location:
+        return None
+    if location.startswith("file://"):
+        return Path(urllib.parse.unquote(urllib.parse.urlparse(location).path))
+    return None if "://" in location else Path(location)
+
+
+def refuse_metadata_job(name: str, url: str, local_root: Path | None) -> str | None:
+    """Why a download job read from downloaded metadata (an image URL and the file name to store it
+    under) must not run, or None when it is safe.
+
+    Metadata comes from the internet: its URLs are fetched only over http(s), never ``file://`` or a
+    bare local path, except inside ``local_root`` (the dataset's configured local mirror); its file
+    names must be plain names, so nothing is written outside the images folder.
+    """
+    if not name or name in (".", "..") or any(c in name for c in "/\\\0"):
+        return f"refused: {name!r} is not a plain file name"
+    scheme = urllib.parse.urlparse(url).scheme.lower()
+    if scheme in ("http", "https"):
+        return None
+    if local_root is not None and (scheme == "file" or "://" not in url):
+        local = Path(urllib.parse.unquote(urllib.parse.urlparse(url).path)) if scheme == "file" else Path(url)
+        if local.resolve().is_relative_to(local_root.resolve()):
+            return None
+        return f"refused: {url} is outside the local mirror {local_root}"
+    return f"refused: only http(s) URLs are fetched from downloaded metadata, not {url!r}"

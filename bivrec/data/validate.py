@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import gzip
 import sys
+import zipfile
+import zlib
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -75,3 +80,33 @@ def check_feature_rows(features: np.ndarray, n_rows: int, path: Path | str) -> N
         raise DataError(f"{path}: expected {n_rows} rows (one per item), got shape {list(features.shape)}")
     if not np.isfinite(features).all():
         raise DataError(f"{path}: contains NaN or inf")
+
+
+#: what decompressing or decoding a damaged file raises (truncated download, flipped bytes, wrong format)
+CORRUPT_FILE_ERRORS = (gzip.BadGzipFile, EOFError, zlib.error, zipfile.BadZipFile, UnicodeDecodeError,
+                       pd.errors.ParserError, pd.errors.EmptyDataError)
+
+
+@contextlib.contextmanager
+def reading(path: Path | str) -> Iterator[None]:
+    """Turn the errors of a truncated or corrupt compressed file read in the block into one DataError."""
+    try:
+        yield
+    except CORRUPT_FILE_ERRORS as error:
+        raise DataError(f"{path}: truncated or corrupt ({type(error).__name__}: {error}); "
+                        "delete it and rerun the download stage") from error
+
+
+def check_archive(path: Path) -> None:
+    """Decompress a ``.gz`` file / CRC-check every member of a ``.zip`` once; other files pass."""
+    name = Path(path).name.lower()
+    with reading(path):
+        if name.endswith(".gz"):
+            with gzip.open(path, "rb") as stream:
+                while stream.read(1 << 20):
+                    pass
+        elif name.endswith(".zip"):
+            with zipfile.ZipFile(path) as archive:
+                bad = archive.testzip()
+            if bad is not None:
+                raise zipfile.BadZipFile(f"member {bad} fails its CRC check")

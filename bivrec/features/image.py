@@ -34,6 +34,7 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from bivrec.data.dataset import DataError
 from bivrec.device import pick_device
 from bivrec.features.extraction import (
     EncodedBatch,
@@ -244,6 +245,13 @@ def _extract_image_features(items: pd.DataFrame, image_root: Path, cfg: dict, se
         unreadable.append((item, str(relative[item - 1]), error))
     unreadable.sort()
     table, mask = feature_table(n_items, encoded, encoder.dim, bool(cfg.get("normalize", True)))
+    if has_image.any() and not mask.any():
+        # a few bad files among good ones are masked (crawled images often are); none readable at all
+        # means the images are not images, or not where the items say: the user's to fix
+        ResumeChunks(out_dir).remove()
+        _, path, error = unreadable[0]
+        raise DataError(f"{image_root}: none of the {int(has_image.sum())} item image(s) is a readable image, "
+                        f"e.g. {path} ({error})")
 
     inputs = "\n".join(f"{item}\t{relative[item - 1]}\t{digests.get(item, 'unreadable')}" for item in sorted(paths))
     sidecar = {

@@ -66,8 +66,12 @@ def load_modality(folder: str | Path, n_items: int) -> tuple[torch.Tensor, torch
     for path in (feat_path, mask_path):
         if not path.exists():
             raise DataError(f"{path}: file not found (run the feature extraction stage first)")
-    feats = np.load(feat_path)
-    mask = np.load(mask_path)
+    try:
+        feats = np.load(feat_path, allow_pickle=False)
+        mask = np.load(mask_path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as error:
+        raise DataError(f"{folder}: features.npy / mask.npy are not readable .npy arrays ({error}); "
+                        "rerun the feature extraction stage") from error
     if feats.ndim != 2 or feats.shape[0] != n_items + 1:
         raise DataError(f"{feat_path}: expected shape [{n_items + 1}, dim], got {list(feats.shape)}")
     if mask.shape != (n_items + 1,):
