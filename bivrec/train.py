@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from bivrec.atomic import atomic_path, write_json
+from bivrec.atomic import atomic_path, write_text
 from bivrec.data.dataset import DataError, SequenceData
 from bivrec.evaluate import eval_options, evaluate
 from bivrec.models.base import Recommender
@@ -208,7 +208,7 @@ def save_resume_state(resume_dir: str | Path, fingerprint: str, step: int, bad_v
         "best_step": result.best_step,
         "history": result.history,
     }
-    write_json(resume_dir / RESUME_RECORD, record)
+    write_text(resume_dir / RESUME_RECORD, json.dumps(record, indent=1) + "\n")  # unsorted: history keeps its column order
     for old in resume_dir.glob("last-*.pt"):
         if old.name != tensor_file:
             old.unlink(missing_ok=True)

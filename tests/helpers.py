@@ -59,3 +59,23 @@ class InterruptAfter:
         if self.calls < 0:
             raise KeyboardInterrupt
         return self.original(*args)
+
+
+def deep_update(base: dict, update: dict) -> dict:
+    """``base`` with ``update`` merged in, nested dicts key by key."""
+    for key, value in update.items():
+        base[key] = deep_update(base.get(key, {}), value) if isinstance(value, dict) else value
+    return base
+
+
+def write_params(folder: Path, update: dict) -> Path:
+    """params.yaml with ``update`` merged in, written to ``folder``; returns its path."""
+    params = deep_update(yaml.safe_load(PARAMS.read_text()), update)
+    path = Path(folder) / "params.yaml"
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return path
+
+
+def tree_bytes(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` (relative path -> contents), to compare outputs byte for byte."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(Path(folder).rglob("*")) if p.is_file()}
