@@ -135,6 +135,8 @@ def _read_seed(folder: Path) -> tuple[dict, dict]:
     try:
         config = json.loads(config_path.read_text())
         state = torch.load(best, map_location="cpu", weights_only=True)
+        if isinstance(state.get("state"), dict) and "cfg" in state:  # written before config moved to JSON
+            state = state["state"]
     except (ValueError, RuntimeError, pickle.UnpicklingError) as error:
         raise DataError(f"{folder}: unreadable checkpoint or config ({error}); retrain the run") from error
     return state, config
