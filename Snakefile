@@ -56,6 +56,7 @@ def stage_params(stage):
 
 include: "workflow/rules/data.smk"
 include: "workflow/rules/features.smk"
+include: "workflow/rules/transfer_target.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/experiments.smk"
 include: "workflow/rules/report.smk"

@@ -14,7 +14,7 @@ from pathlib import Path
 from bivrec.atomic import DISK_ERRNOS, OutputError
 from bivrec.config import ParamsError, load_params, select
 from bivrec.data.dataset import DataError
-from bivrec.stages import STAGE_PARAMS, stage_keys
+from bivrec.stages import STAGE_ALIASES, STAGE_PARAMS, stage_keys
 
 
 def _stage_params(args, stage: str, **wildcards) -> dict:
@@ -110,6 +110,53 @@ def cmd_cold_start(args) -> None:
     cold_start(p, Path(args.models), Path(args.data), Path(args.features), Path(args.out))
 
 
+def cmd_ablation(args) -> None:
+    from bivrec.experiments.ablation import ablation
+
+    _set_threads(args.threads)
+    p = _stage_params(args, "ablation")
+    ablation(p, Path(args.data), Path(args.features), Path(args.metrics), Path(args.models_out), Path(args.out), progress=not args.quiet)
+
+
+def cmd_sensitivity(args) -> None:
+    from bivrec.experiments.sensitivity import sensitivity
+
+    _set_threads(args.threads)
+    p = _stage_params(args, "sensitivity")
+    sensitivity(p, Path(args.data), Path(args.features), Path(args.metrics), Path(args.models_out), Path(args.out), progress=not args.quiet)
+
+
+def cmd_transfer(args) -> None:
+    from bivrec.experiments.transfer import transfer
+
+    _set_threads(args.threads)
+    p = _stage_params(args, "transfer")
+    transfer(p, args.source, Path(args.models), Path(args.data), Path(args.features), Path(args.models_out), Path(args.out), progress=not args.quiet)
+
+
+def cmd_noise(args) -> None:
+    from bivrec.experiments.noise import noise
+
+    _set_threads(args.threads)
+    p = _stage_params(args, "noise")
+    noise(p, Path(args.models), Path(args.data), Path(args.features), Path(args.out))
+
+
+def cmd_efficiency(args) -> None:
+    from bivrec.experiments.efficiency import efficiency
+
+    p = _stage_params(args, "efficiency")
+    efficiency(p, Path(args.models), Path(args.metrics), Path(args.out))
+
+
+def cmd_interests(args) -> None:
+    from bivrec.experiments.interests import interests
+
+    _set_threads(args.threads)
+    p = _stage_params(args, "interests")
+    interests(p, Path(args.model), Path(args.data), Path(args.features), Path(args.out))
+
+
 def cmd_report(args) -> None:
     from bivrec.report.build import build_report
 
@@ -166,6 +213,44 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--features", required=True)
     sp.add_argument("--out", required=True, help="results JSON")
 
+    for name, func, what in (
+        ("ablation", cmd_ablation, "the base run against each of its pieces removed (experiments.ablation)"),
+        ("sensitivity", cmd_sensitivity, "one model parameter varied at a time (experiments.sensitivity)"),
+    ):
+        sp = stage(name, func, what)
+        sp.add_argument("--data", required=True)
+        sp.add_argument("--features", required=True)
+        sp.add_argument("--metrics", required=True, help="results/metrics/<dataset> (the main runs' test metrics, reused)")
+        sp.add_argument("--models-out", required=True, help="folder for the runs this experiment trains")
+        sp.add_argument("--out", required=True, help="results JSON")
+        sp.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    sp = stage("transfer", cmd_transfer, "a source dataset's run on a target dataset: zero-shot, fine-tuned, from scratch")
+    sp.add_argument("--source", required=True, help="source dataset name")
+    sp.add_argument("--models", required=True, help="models/<source> (holds the trained run)")
+    sp.add_argument("--data", required=True, help="data/<target>")
+    sp.add_argument("--features", required=True, help="features/<target>")
+    sp.add_argument("--models-out", required=True, help="folder for the fine-tuned and from-scratch runs")
+    sp.add_argument("--out", required=True, help="results JSON")
+    sp.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    sp = stage("noise", cmd_noise, "runs scored on test histories with a share of random items")
+    sp.add_argument("--models", required=True, help="models/<dataset> (one folder per run)")
+    sp.add_argument("--data", required=True)
+    sp.add_argument("--features", required=True)
+    sp.add_argument("--out", required=True, help="results JSON")
+
+    sp = stage("efficiency", cmd_efficiency, "parameters, throughput, time to best, peak memory, evaluation time per run")
+    sp.add_argument("--models", required=True, help="models/<dataset> (one folder per run)")
+    sp.add_argument("--metrics", required=True, help="results/metrics/<dataset>")
+    sp.add_argument("--out", required=True, help="results JSON")
+
+    sp = stage("interests", cmd_interests, "interest allocations and interest vectors of a trained BiVRec run")
+    sp.add_argument("--model", required=True, help="trained run folder")
+    sp.add_argument("--data", required=True)
+    sp.add_argument("--features", required=True)
+    sp.add_argument("--out", required=True, help="results JSON")
+
     sp = stage("report", cmd_report, "tables and figures from all metrics")
     sp.add_argument("--metrics", required=True, help="metrics root, e.g. results/metrics")
     sp.add_argument("--experiments", required=True, help="experiments root, e.g. results/experiments")
@@ -173,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--data", required=True, help="processed data root (dataset statistics)")
     sp.add_argument("--features", required=True, help="features root (encoder sidecars)")
     sp.add_argument("--out", required=True, help="results folder")
-    assert set(sub.choices) == set(STAGE_PARAMS), "every stage in bivrec.stages needs a command"
+    assert set(sub.choices) == set(STAGE_PARAMS) - set(STAGE_ALIASES), "every stage in bivrec.stages needs a command"
     return parser
 
 

@@ -50,6 +50,7 @@ def validate_params(params: dict, source: str = "params.yaml") -> dict:
         unknown = sorted(set(variant.get("overrides", {})) - set(section or {}))
         if unknown:
             raise ParamsError(f"{source}: variants.{run}.overrides has keys not in model.{variant['model']}: {unknown}")
+    _validate_experiments(params, source)
     metric_k = int(params["eval"].get("select_metric", "recall@20").split("@")[1])
     if metric_k not in params["eval"]["topk"]:
         raise ParamsError(f"{source}: eval.select_metric uses @{metric_k} but eval.topk is {params['eval']['topk']}")
@@ -57,6 +58,31 @@ def validate_params(params: dict, source: str = "params.yaml") -> dict:
     if split["valid_ratio"] + split["test_ratio"] >= 1:
         raise ParamsError(f"{source}: split.valid_ratio + split.test_ratio must be below 1")
     return params
+
+
+def _validate_experiments(params: dict, source: str) -> None:
+    """Experiments name trained main runs, model keys of their run and a target dataset under data:."""
+    experiments = params["experiments"]
+    for name in ("ablation", "sensitivity", "transfer", "interests"):
+        if experiments[name]["run"] not in params["runs"]:
+            raise ParamsError(f"{source}: experiments.{name}.run {experiments[name]['run']!r} is not in runs (it must be a trained main run)")
+    for name, keys in [
+        *((f"ablation.variants.{row}", overrides) for row, overrides in experiments["ablation"]["variants"].items()),
+        ("sensitivity.grid", experiments["sensitivity"]["grid"]),
+    ]:
+        run = experiments[name.split(".")[0]]["run"]
+        model_name, model_cfg = resolve_run(params, run)
+        unknown = sorted(set(keys) - set(model_cfg))
+        if unknown:
+            raise ParamsError(f"{source}: experiments.{name} has keys {unknown} that are not parameters of model.{model_name}")
+    target = experiments["transfer"]["target"]
+    if target not in params["data"]:
+        raise ParamsError(f"{source}: experiments.transfer.target {target!r} is not defined under data:")
+    if target in params["datasets"]:
+        raise ParamsError(
+            f"{source}: experiments.transfer.target {target!r} is also in datasets; the target must be another "
+            "dataset (its data stages are the *_target rules), pick one outside datasets"
+        )
 
 
 def load_params(path: str | Path = "params.yaml", overrides: dict | None = None) -> dict:

@@ -19,9 +19,9 @@ from bivrec.checksums import files_sha256
 from bivrec.config import resolve_run
 from bivrec.data.dataset import DataError, load_dataset
 from bivrec.evaluate import eval_options, evaluate
-from bivrec.features.store import load_features
+from bivrec.features.store import ItemFeatures, load_features
 from bivrec.models import build_model
-from bivrec.device import keep_freed_memory_in_the_heap, pick_device
+from bivrec.device import keep_freed_memory_in_the_heap, peak_memory_mb, pick_device, reset_peak_memory
 from bivrec.train import clear_resume_state, fit, run_fingerprint
 
 RESUME_ROOT = Path(".bivrec") / "resume"
@@ -45,6 +45,17 @@ def _git_revision() -> str:
         return "unknown"
 
 
+def shuffle_features(features: ItemFeatures, seed: int) -> ItemFeatures:
+    """The items' features permuted across the real items (row 0, padding, stays): every item gets
+    another item's image and text (with their masks), drawn by ``seed``. A control: a model that does
+    as well on these learns nothing from what the features say about the items."""
+    generator = torch.Generator().manual_seed(int(seed))
+    n_rows = next(t for t in (features.image, features.text) if t is not None).shape[0]
+    order = torch.cat([torch.zeros(1, dtype=torch.long), 1 + torch.randperm(n_rows - 1, generator=generator)])
+    pick = lambda t: None if t is None else t[order]  # noqa: E731
+    return ItemFeatures(pick(features.image), pick(features.text), pick(features.image_mask), pick(features.text_mask))
+
+
 def _load_inputs(data_dir: Path, features_dir: Path, model_cfg: dict):
     data = load_dataset(data_dir, model_cfg["max_len"])
     folders = {m: features_dir / m for m in ("image", "text")}
@@ -53,6 +64,8 @@ def _load_inputs(data_dir: Path, features_dir: Path, model_cfg: dict):
         folders["text"] if folders["text"].exists() else None,
         data.n_items,
     )
+    if features is not None and model_cfg.get("feature_shuffle_seed") is not None:
+        features = shuffle_features(features, model_cfg["feature_shuffle_seed"])
     if features is not None and model_cfg.get("center_features", False):
         features = features.centred()
     return data, features
@@ -75,10 +88,21 @@ def replicate_dirs(model_dir: Path) -> list[Path]:
     return [model_dir, *others]
 
 
-def train_run(params: dict, run: str, data_dir: Path, features_dir: Path, out_dir: Path, progress: bool = True) -> dict:
+def train_run(
+    params: dict,
+    run: str,
+    data_dir: Path,
+    features_dir: Path,
+    out_dir: Path,
+    progress: bool = True,
+    init_from: Path | None = None,
+) -> dict:
     """Train ``run`` once per training seed and write ``out_dir`` atomically: best.pt, last.pt,
     history.csv and config.json of the first seed at the top, those of every further seed (``train.replicates``)
-    under ``seeds/<seed>/``. An interrupted run resumes each seed from its own resume state."""
+    under ``seeds/<seed>/``. An interrupted run resumes each seed from its own resume state.
+
+    ``init_from``: a trained run (of another dataset, for transfer) whose seed folders start each seed's
+    model instead of a random initialisation; see ``transferable_state`` for what is carried over."""
     model_name, model_cfg = resolve_run(params, run)
     train_cfg, eval_cfg = params["train"], params["eval"]
     device = pick_device(train_cfg.get("device", "auto"))
@@ -88,16 +112,25 @@ def train_run(params: dict, run: str, data_dir: Path, features_dir: Path, out_di
     inputs_digest = _inputs_digest(data_dir, features_dir)
     seeds = replicate_seeds(params["seed"], train_cfg)
     resume_dirs = [resume_dir_for(out_dir if i == 0 else out_dir / "seeds" / str(seed)) for i, seed in enumerate(seeds)]
+    init_sources = replicate_dirs(Path(init_from)) if init_from is not None else []
     data = data.to(device)
     configs = []
     with atomic_path(out_dir) as tmp:
         for i, (seed, resume_dir) in enumerate(zip(seeds, resume_dirs)):
             folder = tmp if i == 0 else tmp / "seeds" / str(seed)
             model = _build(model_name, model_cfg, data, features, seed, device)
-            fingerprint = run_fingerprint(model_name, model_cfg, train_cfg, eval_cfg, seed, inputs_digest)
+            identity = [model_name, model_cfg, train_cfg, eval_cfg, seed, inputs_digest]
+            init = init_sources[min(i, len(init_sources) - 1)] if init_sources else None  # seed i starts from source seed i
+            if init is not None:
+                model.load_state_dict(transferable_state(_read_seed(init)[0], model), strict=False)
+                identity.append(files_sha256([init / "best.pt"]))
+            fingerprint = run_fingerprint(*identity)
+            reset_peak_memory(device)
             started = time.perf_counter()
             result = fit(model, data, train_cfg, eval_cfg, seed, resume_dir, fingerprint, progress)
             wall = time.perf_counter() - started
+            peak_mb, peak_kind = peak_memory_mb(device)
+            best_row = next((row for row in result.history if row["step"] == result.best_step), {})
             config = {
                 "run": run,
                 "model": model_name,
@@ -111,6 +144,12 @@ def train_run(params: dict, run: str, data_dir: Path, features_dir: Path, out_di
                 "best_valid": {eval_cfg.get("select_metric", "recall@20"): result.best_metric},
                 "train_seconds": wall,
                 "parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+                "steps": result.steps,
+                "samples_per_second": result.samples_per_second,
+                "seconds_to_best": best_row.get("seconds", 0.0),  # training wall time up to the best validation
+                "peak_memory_mb": peak_mb,
+                "peak_memory_kind": peak_kind,
+                "init_from": None if init is None else str(init),
             }
             folder.mkdir(parents=True)
             # weights only; what they belong to (model, its config, item count) is config.json beside them
@@ -142,20 +181,32 @@ def _read_seed(folder: Path) -> tuple[dict, dict]:
     return state, config
 
 
-def load_trained(model_dir: Path, data_dir: Path, features_dir: Path) -> tuple[list, object, list[dict]]:
+def load_trained(model_dir: Path, data_dir: Path, features_dir: Path, overrides: dict | None = None) -> tuple[list, object, list[dict]]:
     """Rebuild every training seed's best model of a run on its dataset, whose inputs are loaded once:
-    (models, data, training configs), first seed first."""
+    (models, data, training configs), first seed first.
+
+    ``overrides`` (zero-shot transfer): rebuild the run with these model-config changes, e.g. only its
+    multimodal view, on another dataset, and load what ``transferable_state`` carries over; every
+    parameter of the rebuilt model must come from the checkpoint."""
     saved = [_read_seed(folder) for folder in replicate_dirs(model_dir)]
     first_config = saved[0][1]
     device = pick_device(first_config["train"].get("device", "auto"))
-    data, features = _load_inputs(data_dir, features_dir, first_config["model_cfg"])  # the same for every seed
-    if first_config.get("n_items", data.n_items) != data.n_items:
+    model_cfg = {**first_config["model_cfg"], **(overrides or {})}
+    data, features = _load_inputs(data_dir, features_dir, model_cfg)  # the same for every seed
+    if overrides is None and first_config.get("n_items", data.n_items) != data.n_items:
         raise DataError(f"{model_dir}: trained on {first_config['n_items']} items, but {data_dir} has {data.n_items}")
     data = data.to(device)
     models = []
     for state, config in saved:
-        model = _build(config["model"], config["model_cfg"], data, features, config["seed"], device)
-        model.load_state_dict(state)
+        model = _build(config["model"], model_cfg, data, features, config["seed"], device)
+        if overrides is None:
+            model.load_state_dict(state)
+        else:
+            carried = transferable_state(state, model)
+            missing = sorted(set(model.state_dict()) - set(carried))
+            if missing:
+                raise DataError(f"{model_dir}: cannot rebuild the run with {overrides} on {data_dir}: no trained values for {missing[:5]}")
+            model.load_state_dict(carried)
         if hasattr(model, "fit_counts"):  # statistics of the training interactions (fused readout)
             model.fit_counts(data.item_counts)
         models.append(model)
@@ -170,9 +221,26 @@ def mean_metrics(per_seed: list[dict[str, float]]) -> tuple[dict[str, float], di
     return mean, std
 
 
-def evaluate_run(params: dict, model_dir: Path, data_dir: Path, features_dir: Path, out_json: Path, out_per_user: Path) -> dict:
-    """Test-set metrics of a trained run, averaged over its training seeds: a metrics JSON (mean, std and
-    every seed's metrics) plus per-user values (averaged over seeds) for significance tests."""
+def transferable_state(source: dict, model) -> dict:
+    """The entries of a trained state dict that mean the same in ``model`` on another item catalogue:
+    those with the same name and shape, except item-indexed tables (ID embeddings such as ``id_items``
+    or ``item_embedding``, and any tensor with one row per item of ``model``): their rows are the source's
+    items, not the target's."""
+    target = model.state_dict()
+    per_item = model.n_items + 1
+    return {
+        name: value
+        for name, value in source.items()
+        if name in target
+        and target[name].shape == value.shape
+        and not any(part in ("id_items", "item_embedding") for part in name.split("."))
+        and not (value.dim() and value.shape[0] == per_item)
+    }
+
+
+def score_run(params: dict, model_dir: Path, data_dir: Path, features_dir: Path) -> tuple[dict, pd.DataFrame]:
+    """Test metrics of a trained run, averaged over its training seeds (mean, std and every seed's), and
+    the per-user values (averaged over seeds) for significance tests. Reads the test split once."""
     eval_cfg = params["eval"]
     started = time.perf_counter()
     models, data, configs = load_trained(model_dir, data_dir, features_dir)
@@ -197,7 +265,13 @@ def evaluate_run(params: dict, model_dir: Path, data_dir: Path, features_dir: Pa
         "versions": {"python": platform.python_version(), "torch": torch.__version__},
     }
     per_user = {k: np.mean([r.per_user[k] for r in results], axis=0) for k in results[0].per_user if k != "users"}
+    return summary, pd.DataFrame({"users": results[0].per_user["users"], **per_user})
+
+
+def evaluate_run(params: dict, model_dir: Path, data_dir: Path, features_dir: Path, out_json: Path, out_per_user: Path) -> dict:
+    """``score_run`` written out: a metrics JSON and a per-user parquet."""
+    summary, per_user = score_run(params, model_dir, data_dir, features_dir)
     with atomic_path(out_per_user) as tmp:
-        pd.DataFrame({"users": results[0].per_user["users"], **per_user}).to_parquet(tmp, index=False)
+        per_user.to_parquet(tmp, index=False)
     write_json(out_json, summary)
     return summary

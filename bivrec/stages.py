@@ -19,8 +19,22 @@ STAGE_PARAMS: dict[str, list[str]] = {
     "train": ["seed", "model", "variants", "train", "eval"],
     "evaluate": ["eval"],
     "cold_start": ["runs", "eval", "experiments.cold_start"],
+    # experiments that train extra runs read everything training reads
+    "ablation": ["seed", "model", "variants", "runs", "train", "eval", "experiments.workers", "experiments.ablation"],
+    "sensitivity": ["seed", "model", "variants", "runs", "train", "eval", "experiments.workers", "experiments.sensitivity"],
+    "transfer": ["seed", "model", "variants", "runs", "train", "eval", "experiments.workers", "experiments.transfer"],
+    "noise": ["runs", "eval", "experiments.noise"],
+    "efficiency": ["runs"],
+    "interests": ["experiments.interests"],
     "report": ["datasets", "runs", "eval.select_metric", "report"],
 }
+
+#: Stages that run another stage's command for the transfer experiment's target dataset (which need not
+#: be in ``datasets``): same keys, same code, their own name so that dvc.yaml can list them.
+STAGE_ALIASES: dict[str, str] = {
+    f"{stage}_target": stage for stage in ("download", "preprocess", "extract_image_features", "extract_text_features")
+}
+STAGE_PARAMS.update({alias: STAGE_PARAMS[stage] for alias, stage in STAGE_ALIASES.items()})
 
 
 #: Package code each stage runs: DVC hashes these as deps, the Snakefile records their digest as a
@@ -33,8 +47,16 @@ STAGE_CODE: dict[str, list[str]] = {
     "train": ["bivrec/models", "bivrec/train.py", "bivrec/runs.py", "bivrec/evaluate.py"],
     "evaluate": ["bivrec/models", "bivrec/runs.py", "bivrec/evaluate.py"],
     "cold_start": ["bivrec/experiments", "bivrec/models", "bivrec/runs.py", "bivrec/evaluate.py"],
+    **{
+        stage: ["bivrec/experiments", "bivrec/models", "bivrec/train.py", "bivrec/runs.py", "bivrec/evaluate.py"]
+        for stage in ("ablation", "sensitivity", "transfer")
+    },
+    "noise": ["bivrec/experiments", "bivrec/models", "bivrec/runs.py", "bivrec/evaluate.py"],
+    "efficiency": ["bivrec/experiments"],
+    "interests": ["bivrec/experiments", "bivrec/models", "bivrec/runs.py"],
     "report": ["bivrec/report"],
 }
+STAGE_CODE.update({alias: STAGE_CODE[stage] for alias, stage in STAGE_ALIASES.items()})
 
 
 def stage_keys(stage: str, **wildcards: str) -> list[str]:

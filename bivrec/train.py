@@ -34,6 +34,8 @@ class TrainResult:
     best_metric: float = float("-inf")
     best_step: int = 0
     best_state: dict | None = None  # model state_dict at the best validation
+    steps: int = 0  # optimiser steps taken (also those before a resume)
+    samples_per_second: float = float("nan")  # training samples per second of optimisation, validations excluded
 
 
 class SequenceSampler:
@@ -146,6 +148,7 @@ def fit(
     max_steps, eval_every, patience = train_cfg["max_steps"], train_cfg["eval_every"], train_cfg["patience"]
     bar = tqdm(total=max_steps, initial=step, desc="train", disable=not progress, mininterval=1.0, file=sys.stderr)
     started = time.perf_counter()
+    first_step, validation_seconds = step, 0.0  # throughput counts this process's steps only
     running: dict[str, float] = {}
     while step < max_steps and bad_validations < patience:
         model.train()
@@ -163,7 +166,9 @@ def fit(
             running[name] = running.get(name, 0.0) + float(value)
         bar.update(1)
         if step % eval_every == 0 or step == max_steps:
+            validation_started = time.perf_counter()
             scores = evaluate(model, data.valid, **eval_options(eval_cfg)).metrics
+            validation_seconds += time.perf_counter() - validation_started
             row = {"step": step, **{k: v / eval_every for k, v in running.items()}}
             row.update({f"valid_{k}": v for k, v in scores.items()})
             row["seconds"] = time.perf_counter() - started
@@ -183,6 +188,10 @@ def fit(
                     "rng": _rng_states(sampler),
                 })
     bar.close()
+    optimising = time.perf_counter() - started - validation_seconds
+    result.steps = step
+    if step > first_step and optimising > 0:
+        result.samples_per_second = (step - first_step) * train_cfg["batch_size"] / optimising
     return result
 
 

@@ -5,14 +5,15 @@ from pathlib import Path
 import yaml
 
 from bivrec.cli import build_parser, main
-from bivrec.stages import STAGE_PARAMS
+from bivrec.stages import STAGE_ALIASES, STAGE_PARAMS
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_every_stage_has_a_command():
     commands = set(build_parser()._subparsers._group_actions[0].choices)
-    assert commands == set(STAGE_PARAMS)
+    assert commands == set(STAGE_PARAMS) - set(STAGE_ALIASES)
+    assert set(STAGE_ALIASES.values()) <= commands  # an alias runs an existing command
 
 
 def test_bad_params_give_one_clear_error(tmp_path, capsys):

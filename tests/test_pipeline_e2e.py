@@ -22,7 +22,20 @@ TINY = {
     "train": {"batch_size": 64, "max_steps": 40, "eval_every": 20, "patience": 5},
     # one model of each family keeps the test short: ID, multi-interest, side information, BiVRec
     "runs": ["popularity", "sasrec", "comirec_sa", "fdsa", "bivrec_id", "bivrec_mm", "bivrec"],
+    "experiments": {
+        "noise": {"shares": [0.0, 0.3]},
+        "transfer": {"train": {"max_steps": 20, "eval_every": 10}},
+        "interests": {"pca_users": 20},
+    },
 }
+TINY["data"]["synthetic_b"] = {"n_users": 160, "n_items": 60, "n_categories": 4}
+#: small experiment grids, replacing (not merged into) params.yaml's
+TINY_GRIDS = {
+    "ablation": {"no_fine": {"fine_weight": 0.0}, "id_only": {"views": "id"}, "shuffled_features": {"feature_shuffle_seed": 0}},
+    "sensitivity": {"n_interests": [2, 4]},
+}
+# what a change of the model section reruns: training, everything that reads trained runs, and the report
+AFTER_TRAINING = {"train", "evaluate", "cold_start", "ablation", "sensitivity", "transfer", "noise", "efficiency", "interests", "report"}
 
 pytestmark = pytest.mark.slow
 
@@ -45,8 +58,10 @@ def planned_rules(workdir: Path) -> set[str]:
 
 
 def write_params(workdir: Path, update: dict) -> None:
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    (workdir / "params.yaml").write_text(yaml.safe_dump(deep_update(deep_update(params, TINY), update), sort_keys=False))
+    params = deep_update(yaml.safe_load((ROOT / "params.yaml").read_text()), TINY)
+    params["experiments"]["ablation"]["variants"] = TINY_GRIDS["ablation"]
+    params["experiments"]["sensitivity"]["grid"] = TINY_GRIDS["sensitivity"]
+    (workdir / "params.yaml").write_text(yaml.safe_dump(deep_update(params, update), sort_keys=False))
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +97,7 @@ def test_metrics_json_records_provenance(workdir):
 
 
 def test_figures_and_report_are_written(workdir):
-    for name in ("training_curves", "metric_comparison", "cold_start"):
+    for name in ("training_curves", "metric_comparison", "cold_start", "noise", "sensitivity", "interests"):
         png = (workdir / f"results/figures/{name}.png").read_bytes()
         assert png.startswith(b"\x89PNG") and len(png) > 5000
         assert (workdir / f"results/figures/{name}.pdf").read_bytes().startswith(b"%PDF")
@@ -101,7 +116,7 @@ def test_rerun_with_unchanged_params_does_nothing(workdir):
 def test_model_param_change_reruns_only_training_and_after(workdir):
     write_params(workdir, {"model": {"dim": 24}})
     try:
-        assert planned_rules(workdir) == {"train", "evaluate", "cold_start", "report"}
+        assert planned_rules(workdir) == AFTER_TRAINING
     finally:
         write_params(workdir, {})
 
@@ -109,7 +124,7 @@ def test_model_param_change_reruns_only_training_and_after(workdir):
 def test_text_encoder_change_reruns_text_features_and_after(workdir):
     write_params(workdir, {"features": {"text": {"template": "{title}"}}})
     try:
-        assert planned_rules(workdir) == {"extract_text_features", "train", "evaluate", "cold_start", "report"}
+        assert planned_rules(workdir) == {"extract_text_features", "extract_text_features_target", *AFTER_TRAINING}
     finally:
         write_params(workdir, {})
 
@@ -125,10 +140,10 @@ def test_dvc_adopts_the_outputs_and_tracks_the_same_params(workdir):
     try:
         status = json.loads(run([BIN / "dvc", "status", "--json"], workdir))
         changed = {name.split("@")[0] for name in status}
-        assert changed == {"train"}, status
+        assert changed == {"train", "ablation", "sensitivity", "transfer"}, status  # the stages that read model:
         log = run([BIN / "dvc", "repro"], workdir)
         ran = set(re.findall(r"Running stage '(\w+)", log))
-        assert ran == {"train", "evaluate", "cold_start", "report"}, log
+        assert ran == AFTER_TRAINING, log
         assert "up to date" in run([BIN / "dvc", "status"], workdir).lower()
     finally:
         write_params(workdir, {})

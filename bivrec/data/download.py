@@ -226,10 +226,10 @@ def download(dataset: str, dataset_cfg: dict, seed: int, out_dir: Path) -> None:
     """Write ``raw/<dataset>/``: generated for kind ``synthetic``, fetched from its sources otherwise."""
     out_dir = Path(out_dir)
     if dataset_cfg["kind"] == "synthetic":
-        from bivrec.data.synthetic import generate
+        from bivrec.data.synthetic import SEED_KEY, generate
 
         with atomic_path(out_dir) as tmp:
-            generate(dataset_cfg, seed, tmp)
+            generate(dataset_cfg, dataset_cfg.get(SEED_KEY, seed), tmp)
         return
 
     settings = {**DOWNLOAD_DEFAULTS, **dataset_cfg.get("download", {})}

@@ -37,6 +37,8 @@ from bivrec.config import ParamsError
 
 #: keys of ``data.synthetic`` read by the shared preprocessing, not by the generator
 PREPROCESSING_KEYS = ("kind", "k_core", "duplicates")
+#: the generator's seed when it is not params.yaml's ``seed`` (another catalogue from the same generator)
+SEED_KEY = "generator_seed"
 DEFAULTS = {
     "n_users": 2500,
     "n_items": 1200,
@@ -87,7 +89,7 @@ FILLER = [
 
 def config_with_defaults(cfg: dict) -> dict:
     """The generator's settings: ``cfg`` (params.yaml ``data.synthetic``) over the defaults."""
-    unknown = sorted(set(cfg) - set(DEFAULTS) - set(PREPROCESSING_KEYS))
+    unknown = sorted(set(cfg) - set(DEFAULTS) - set(PREPROCESSING_KEYS) - {SEED_KEY})
     if unknown:
         raise ParamsError(f"data.synthetic: unknown key(s) {unknown}; allowed: {sorted(DEFAULTS)}")
     merged = {**DEFAULTS, **{k: v for k, v in cfg.items() if k in DEFAULTS}}

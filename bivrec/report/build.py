@@ -10,7 +10,7 @@ import pandas as pd
 from bivrec.atomic import write_text
 from bivrec.data.dataset import DataError
 from bivrec.report import figures
-from bivrec.report.tables import rank_marks, significance_marks, write_table
+from bivrec.report.tables import SIGNIFICANCE_LEVEL, rank_marks, significance_marks, write_table
 
 
 def _read_json(path: Path) -> dict:
@@ -102,6 +102,85 @@ def encoder_notes(params: dict, features_root: Path) -> list[str]:
     return notes
 
 
+def _per_dataset(params: dict, frames: dict[str, pd.DataFrame], index_name: str) -> pd.DataFrame:
+    """One table from per-dataset frames with the same rows: columns prefixed by the dataset when there are several."""
+    several = len(frames) > 1
+    parts = [frame.add_prefix(f"{dataset} ") if several else frame for dataset, frame in frames.items()]
+    table = pd.concat(parts, axis=1) if parts else pd.DataFrame()
+    table.index.name = index_name
+    return table
+
+
+def ablation_table(params: dict, experiments_root: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, list[str], int]:
+    """Rows = the full run and each ablation setting; columns = the report metrics (means over seeds)
+    and the p-value of the select metric against the full run; plus the spread over seeds, '*' marks
+    (p < 0.05 against the full run on that metric), one sentence per shuffled control, the seed count."""
+    metrics = params["report"]["table_metrics"]
+    select = params["eval"]["select_metric"]
+    values, spreads, marks, notes, seeds = {}, {}, {}, [], 1
+    for dataset in params["datasets"]:
+        result = _read_json(experiments_root / dataset / "ablation.json")
+        rows = result["rows"]
+        frame = pd.DataFrame({name: {m: row["metrics"].get(m, float("nan")) for m in metrics} for name, row in rows.items()}).T
+        spread = pd.DataFrame({name: {m: row["metrics_std"].get(m, 0.0) for m in metrics} for name, row in rows.items()}).T
+        mark = pd.DataFrame({name: {m: "*" if row.get("p_value", {}).get(m, 1.0) < SIGNIFICANCE_LEVEL else "" for m in metrics} for name, row in rows.items()}).T
+        frame[f"p ({select})"] = [row.get("p_value", {}).get(select, float("nan")) for row in rows.values()]
+        frame["run"] = [f"main run {row['reused_run']}" if row["reused_run"] else "trained here" for row in rows.values()]
+        mark[f"p ({select})"], mark["run"] = "", ""
+        frame.index = [f"full ({result['base_run']})" if name == "full" else name for name in frame.index]
+        spread.index = mark.index = frame.index
+        values[dataset], spreads[dataset], marks[dataset] = frame, spread, mark
+        seeds = max(seeds, *(row["seeds"] for row in rows.values()))
+        for name, control in result["shuffled_controls"].items():
+            verdict = (
+                "loses to the full model, as it should: the model uses what the features say about the items"
+                if control["loses_to_full"]
+                else "does NOT lose to the full model: on this data the model gains nothing from what the features say about each item"
+            )
+            notes.append(
+                f"{dataset}: the shuffled-features control `{name}` ({control['metric']} {control['shuffled']:.4f} vs. "
+                f"{control['full']:.4f}, p = {control['p_value']:.3g}) {verdict}."
+            )
+    return _per_dataset(params, values, "setting"), _per_dataset(params, spreads, "setting"), _per_dataset(params, marks, "setting"), notes, seeds
+
+
+def transfer_table(params: dict, experiments_root: Path) -> tuple[pd.DataFrame, list[str]]:
+    metrics = params["report"]["table_metrics"]
+    frames, descriptions = {}, []
+    for dataset in params["datasets"]:
+        result = _read_json(experiments_root / dataset / "transfer.json")
+        frame = pd.DataFrame({name: {m: row["metrics"].get(m, float("nan")) for m in metrics} for name, row in result["rows"].items()}).T
+        frames[f"{result['source']} to {result['target']}"] = frame
+        budget = result["train"]
+        descriptions.append(
+            f"{result['run']} trained on {result['source']}, scored on the {result['rows']['scratch']['test_users']} test users of "
+            f"{result['target']}; fine-tuning and training from scratch: at most {budget['max_steps']} steps, "
+            f"validation every {budget['eval_every']}" + ("" if "zero_shot" in result["rows"] else "; no zero-shot row (the run has no multimodal view)")
+        )
+    return _per_dataset(params, frames, "setting"), descriptions
+
+
+EFFICIENCY_COLUMNS = {
+    "parameters": "parameters",
+    "samples_per_second": "train samples/s",
+    "seconds_to_best": "s to best step",
+    "peak_memory_mb": "peak memory (MiB)",
+    "eval_seconds": "test eval s",
+}
+
+
+def efficiency_table(params: dict, experiments_root: Path) -> tuple[pd.DataFrame, list[str]]:
+    frames, kinds = {}, set()
+    for dataset in params["datasets"]:
+        runs = _read_json(experiments_root / dataset / "efficiency.json")["runs"]
+        frame = pd.DataFrame({run: {label: costs[key] for key, label in EFFICIENCY_COLUMNS.items()} for run, costs in runs.items()}).T
+        frame = frame.reindex(params["runs"])
+        frame["parameters"] = frame["parameters"].fillna(0).round().astype(int)
+        frames[dataset] = frame
+        kinds |= {f"{costs['device']} ({costs['peak_memory_kind']})" for costs in runs.values()}
+    return _per_dataset(params, frames, "model"), sorted(kinds)
+
+
 def build_report(params: dict, metrics_root: Path, experiments_root: Path, models_root: Path, data_root: Path, features_root: Path, out_root: Path) -> None:
     select_metric = params["eval"]["select_metric"]
     table, ranks, sig, spread, seeds = main_table(params, metrics_root)
@@ -119,28 +198,63 @@ def build_report(params: dict, metrics_root: Path, experiments_root: Path, model
     cold, cold_per_dataset = cold_start_table(params, experiments_root, select_metric)
     write_table(cold, out_root / "tables" / "cold_start", f"Cold start ({select_metric})", rank_marks(cold))
 
+    ablation, ablation_spread, ablation_marks, control_notes, ablation_seeds = ablation_table(params, experiments_root)
+    write_table(
+        ablation, out_root / "tables" / "ablation", "Ablation: test metrics of the full model and each setting",
+        marks=None, sig=ablation_marks, spread=ablation_spread if ablation_seeds > 1 else None,
+        note=f"* = differs from the full model (two-sided Wilcoxon signed-rank over test users, p < {SIGNIFICANCE_LEVEL}); "
+        + (f"mean ± std over {ablation_seeds} training seeds. " if ablation_seeds > 1 else "one training seed. ")
+        + " ".join(control_notes),
+    )
+    transfer, transfer_notes = transfer_table(params, experiments_root)
+    write_table(transfer, out_root / "tables" / "transfer", "Cross-dataset transfer: test metrics on the target dataset",
+                rank_marks(transfer), note="; ".join(transfer_notes) + ".")
+    efficiency, devices = efficiency_table(params, experiments_root)
+    write_table(efficiency, out_root / "tables" / "efficiency", "Efficiency of every run",
+                note=f"Measured on {', '.join(devices)}; timings depend on the machine and its load.")
+
+    colours = figures.palette([*params["runs"], *ablation.index])
     histories = {
         dataset: {run: pd.read_csv(models_root / dataset / run / "history.csv") for run in params["runs"]}
         for dataset in params["datasets"]
     }
-    figures.training_curves(histories, select_metric, out_root / "figures" / "training_curves")
+    figures.training_curves(histories, select_metric, out_root / "figures" / "training_curves", colours)
     comparison = {
         dataset: table[[c for c in table.columns if c.startswith(f"{dataset} ") or len(params["datasets"]) == 1]]
         for dataset in params["datasets"]
     }
-    figures.grouped_bars(comparison, "test metric", out_root / "figures" / "metric_comparison")
-    figures.grouped_bars(cold_per_dataset, f"test {select_metric}", out_root / "figures" / "cold_start")
+    figures.grouped_bars(comparison, "test metric", out_root / "figures" / "metric_comparison", colours)
+    figures.grouped_bars(cold_per_dataset, f"test {select_metric}", out_root / "figures" / "cold_start", colours)
+    at_k = select_metric.split("@")[1]
+    curve_metrics = [f"recall@{at_k}", f"ndcg@{at_k}"]
+    experiments = {
+        name: {dataset: _read_json(experiments_root / dataset / f"{name}.json") for dataset in params["datasets"]}
+        for name in ("noise", "sensitivity", "interests")
+    }
+    figures.noise_curves(experiments["noise"], curve_metrics, out_root / "figures" / "noise", colours)
+    figures.sensitivity_lines(experiments["sensitivity"], curve_metrics, out_root / "figures" / "sensitivity", colours)
+    figures.interest_maps(experiments["interests"], out_root / "figures" / "interests")
 
+    tables = ["main", "datasets", "cold_start", "ablation", "transfer", "efficiency"]
+    figure_names = ["training_curves", "metric_comparison", "cold_start", "noise", "sensitivity", "interests"]
+    headings = {
+        "main": "Main table",
+        "datasets": "Datasets",
+        "cold_start": f"Cold start ({select_metric})",
+        "ablation": "Ablation",
+        "transfer": "Cross-dataset transfer",
+        "efficiency": "Efficiency",
+    }
     summary = [
         "# bivrec results",
         "",
-        "Tables: `tables/main`, `tables/datasets`, `tables/cold_start` (.csv/.md/.tex). "
-        "Figures: `figures/training_curves`, `figures/metric_comparison`, `figures/cold_start` (.png/.pdf).",
+        f"Tables: {', '.join(f'`tables/{t}`' for t in tables)} (.csv/.md/.tex). "
+        f"Figures: {', '.join(f'`figures/{f}`' for f in figure_names)} (.png/.pdf).",
         "",
         "## Feature encoders",
         *encoder_notes(params, features_root),
-        "",
-        "## Main table",
-        (out_root / "tables" / "main.md").read_text(),
     ]
+    for name in tables:
+        summary += ["", f"## {headings[name]}", (out_root / "tables" / f"{name}.md").read_text()]
+    summary += ["", "## Figures", *(f"- [{name}](figures/{name}.png) ([PDF](figures/{name}.pdf))" for name in figure_names), ""]
     write_text(out_root / "report.md", "\n".join(summary))

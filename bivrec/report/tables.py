@@ -47,10 +47,12 @@ def significance_marks(per_user: dict[str, pd.DataFrame], table: pd.DataFrame, p
     return marks
 
 
-def _format(value: float, rank: str, sig: str, style: str) -> str:
+def _format(value: float, rank: str, sig: str, style: str, spread: float | None = None) -> str:
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return "–"
     text = f"{value:.4f}{sig}"
+    if spread is not None and not np.isnan(spread):
+        text += f" $\\pm$ {spread:.4f}" if style == "tex" else f" ± {spread:.4f}"
     if style == "md":
         return {"best": f"**{text}**", "second": f"<u>{text}</u>"}.get(rank, text)
     if style == "tex":
@@ -59,16 +61,49 @@ def _format(value: float, rank: str, sig: str, style: str) -> str:
     return text
 
 
-def _escape_tex(text: str) -> str:
-    return str(text).replace("_", "\\_").replace("@", "@")
+TEX_SPECIAL = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "<": r"\textless{}",
+    ">": r"\textgreater{}",
+    "|": r"\textbar{}",
+}
 
 
-def write_table(table: pd.DataFrame, out_stem: Path, caption: str, marks: pd.DataFrame | None = None, sig: pd.DataFrame | None = None, note: str = "") -> None:
-    """Write ``<stem>.csv`` (raw numbers), ``.md`` and ``.tex`` (formatted, best bold, second underlined)."""
+def escape_tex(text) -> str:
+    """``text`` with every LaTeX special character escaped (one pass, so no escape is escaped again)."""
+    return "".join(TEX_SPECIAL.get(char, char) for char in str(text))
+
+
+
+def write_table(
+    table: pd.DataFrame,
+    out_stem: Path,
+    caption: str,
+    marks: pd.DataFrame | None = None,
+    sig: pd.DataFrame | None = None,
+    note: str = "",
+    spread: pd.DataFrame | None = None,
+) -> None:
+    """Write ``<stem>.csv`` (raw numbers), ``.md`` and ``.tex`` (formatted, best bold, second underlined).
+
+    ``spread``: a standard deviation per cell (same index and columns), shown as ``mean ± std`` in the
+    Markdown and LaTeX tables and as ``<column> std`` columns in the CSV."""
     marks = pd.DataFrame("", index=table.index, columns=table.columns) if marks is None else marks
     sig = pd.DataFrame("", index=table.index, columns=table.columns) if sig is None else sig
     index_name = table.index.name or ""
     with_index = table.reset_index()
+    if spread is not None:
+        for column in (c for c in table.columns if c in spread.columns):
+            with_index[f"{column} std"] = spread[column].to_numpy()
     write_text(out_stem.with_suffix(".csv"), with_index.to_csv(index=False))
 
     def cell(row, column, style):
@@ -76,25 +111,28 @@ def write_table(table: pd.DataFrame, out_stem: Path, caption: str, marks: pd.Dat
         if isinstance(value, (int, np.integer)):
             return f"{value:,}".replace(",", "{,}") if style == "tex" else f"{value:,}"
         if not isinstance(value, (float, np.floating)):
-            return str(value)
-        return _format(float(value), marks.at[row, column], sig.at[row, column], style)
+            return escape_tex(value) if style == "tex" else str(value)
+        deviation = None if spread is None or column not in spread.columns else float(spread.at[row, column])
+        return _format(float(value), marks.at[row, column], sig.at[row, column], style, deviation)
 
     header = [index_name] + [str(c) for c in table.columns]
     md = [f"<!-- {caption} -->", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     md += ["| " + " | ".join([str(row)] + [cell(row, c, "md") for c in table.columns]) + " |" for row in table.index]
     if note:
         md += ["", note]
+    # a note holds Markdown (`code`) and plain text: its TeX form is escaped, in a footnote-sized line
+    tex_note = ["\\par\\footnotesize " + escape_tex(note.replace("`", ""))] if note else []
     write_text(out_stem.with_suffix(".md"), "\n".join(md) + "\n")
 
     tex = [
         "\\begin{table}[t]",
         "\\centering",
-        f"\\caption{{{_escape_tex(caption)}}}",
+        f"\\caption{{{escape_tex(caption)}}}",
         "\\begin{tabular}{l" + "r" * len(table.columns) + "}",
         "\\toprule",
-        " & ".join(_escape_tex(h) for h in header) + " \\\\",
+        " & ".join(escape_tex(h) for h in header) + " \\\\",
         "\\midrule",
     ]
-    tex += [" & ".join([_escape_tex(row)] + [cell(row, c, "tex") for c in table.columns]) + " \\\\" for row in table.index]
-    tex += ["\\bottomrule", "\\end{tabular}", "\\end{table}"]
+    tex += [" & ".join([escape_tex(row)] + [cell(row, c, "tex") for c in table.columns]) + " \\\\" for row in table.index]
+    tex += ["\\bottomrule", "\\end{tabular}", *tex_note, "\\end{table}"]
     write_text(out_stem.with_suffix(".tex"), "\n".join(tex) + "\n")
