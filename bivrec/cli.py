@@ -110,20 +110,15 @@ def cmd_cold_start(args) -> None:
     cold_start(p, Path(args.models), Path(args.data), Path(args.features), Path(args.out))
 
 
-def cmd_ablation(args) -> None:
+def cmd_settings_experiment(args) -> None:
+    """``ablation`` or ``sensitivity``: settings of a base run, trained (or reused) and scored."""
     from bivrec.experiments.ablation import ablation
-
-    _set_threads(args.threads)
-    p = _stage_params(args, "ablation")
-    ablation(p, Path(args.data), Path(args.features), Path(args.metrics), Path(args.models_out), Path(args.out), progress=not args.quiet)
-
-
-def cmd_sensitivity(args) -> None:
     from bivrec.experiments.sensitivity import sensitivity
 
     _set_threads(args.threads)
-    p = _stage_params(args, "sensitivity")
-    sensitivity(p, Path(args.data), Path(args.features), Path(args.metrics), Path(args.models_out), Path(args.out), progress=not args.quiet)
+    experiment = {"ablation": ablation, "sensitivity": sensitivity}[args.stage]
+    p = _stage_params(args, args.stage)
+    experiment(p, Path(args.data), Path(args.features), Path(args.metrics), Path(args.models_out), Path(args.out), progress=not args.quiet)
 
 
 def cmd_transfer(args) -> None:
@@ -214,8 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", required=True, help="results JSON")
 
     for name, func, what in (
-        ("ablation", cmd_ablation, "the base run against each of its pieces removed (experiments.ablation)"),
-        ("sensitivity", cmd_sensitivity, "one model parameter varied at a time (experiments.sensitivity)"),
+        ("ablation", cmd_settings_experiment, "the base run against each of its pieces removed (experiments.ablation)"),
+        ("sensitivity", cmd_settings_experiment, "one model parameter varied at a time (experiments.sensitivity)"),
     ):
         sp = stage(name, func, what)
         sp.add_argument("--data", required=True)

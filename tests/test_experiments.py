@@ -15,8 +15,8 @@ from bivrec.config import ParamsError, load_params
 from bivrec.data.dataset import EvalSplit
 from bivrec.experiments.interests import finest_scale, pca_2d, pick_users
 from bivrec.experiments.noise import corrupt_histories
-from bivrec.experiments.sensitivity import point_name, points
-from bivrec.experiments.settings import plan, run_jobs, setting_params
+from bivrec.experiments.plan import plan, point_name, points, setting_params
+from bivrec.experiments.settings import run_jobs
 from bivrec.report.build import build_report
 from bivrec.report.figures import palette
 from bivrec.report.tables import escape_tex, write_table

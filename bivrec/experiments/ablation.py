@@ -12,7 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from bivrec.atomic import write_json
-from bivrec.experiments.settings import plan, read_metrics, row, score_settings
+from bivrec.experiments.plan import plan
+from bivrec.experiments.settings import read_metrics, row, score_settings
 
 
 def ablation(params: dict, data_dir: Path, features_dir: Path, metrics_dir: Path, models_dir: Path, out: Path, progress: bool = True) -> dict:

@@ -10,28 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from bivrec.atomic import write_json
-from bivrec.config import ParamsError, resolve_run
-from bivrec.experiments.settings import plan, row, score_settings
-
-
-def point_name(key: str, value) -> str:
-    """A run name for ``key = value`` made of ``[A-Za-z0-9_]`` only: ``patch_sizes_1_2``, ``coarse_weight_0p5``."""
-    text = "_".join(str(v) for v in value) if isinstance(value, (list, tuple)) else str(value)
-    return f"{key}_" + text.replace(".", "p").replace("-", "m")
-
-
-def points(params: dict) -> dict[str, dict]:
-    """Every off-centre point of the grid as a setting: name -> {key: value}."""
-    cfg = params["experiments"]["sensitivity"]
-    _, model_cfg = resolve_run(params, cfg["run"])
-    out = {}
-    for key, values in cfg["grid"].items():
-        if key not in model_cfg:
-            raise ParamsError(f"params.yaml: experiments.sensitivity.grid.{key} is not a model parameter of run {cfg['run']!r}")
-        for value in values:
-            if value != model_cfg[key]:
-                out[point_name(key, value)] = {key: value}
-    return out
+from bivrec.config import resolve_run
+from bivrec.experiments.plan import plan, point_name, points
+from bivrec.experiments.settings import row, score_settings
 
 
 def sensitivity(params: dict, data_dir: Path, features_dir: Path, metrics_dir: Path, models_dir: Path, out: Path, progress: bool = True) -> dict:

@@ -1,50 +1,23 @@
 """Extra runs that an experiment compares: settings of one run's model that the main table lacks.
 
-An experiment (ablation, sensitivity) names settings as overrides of a base run's model config. A
-setting whose resolved model config equals that of a main-table run (``runs:``) reuses that trained run
-and its test metrics (``results/metrics``); any other is trained here with the one training loop
-(``runs.train_run``) into ``<models_dir>/<name>/`` and scored once on the test users (``runs.score_run``).
+An experiment (ablation, sensitivity) names settings as overrides of a base run's model config
+(``experiments.plan``). A setting equal to a main-table run reuses that trained run and its test metrics
+(``results/metrics``); any other is trained here with the one training loop (``runs.train_run``) into
+``<models_dir>/<name>/`` and scored once on the test users (``runs.score_run``).
 """
 
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from bivrec.config import ParamsError, resolve_run
 from bivrec.data.dataset import DataError
 from bivrec.evaluate import paired_significance
+from bivrec.experiments.plan import plan, setting_params
 from bivrec.runs import score_run, train_run
-
-
-def setting_params(params: dict, base_run: str, name: str, overrides: dict) -> dict:
-    """``params`` with one more variant, ``name``: ``base_run``'s model with ``overrides`` on top of its own."""
-    if base_run not in params["runs"]:
-        raise ParamsError(f"params.yaml: the experiments' base run {base_run!r} is not in runs {params['runs']}")
-    model_name, model_cfg = resolve_run(params, base_run)
-    unknown = sorted(set(overrides) - set(model_cfg))
-    if unknown:
-        raise ParamsError(f"params.yaml: setting {name!r} overrides {unknown}, which are not keys of model.{model_name}")
-    base = params["variants"].get(base_run, {"model": base_run})
-    merged = {**copy.deepcopy(base.get("overrides", {})), **copy.deepcopy(overrides)}
-    out = copy.deepcopy(params)
-    out["variants"] = {**params["variants"], name: {"model": model_name, "overrides": merged}}
-    return out
-
-
-def reused_run(params: dict, base_run: str, name: str, overrides: dict) -> str | None:
-    """The main-table run with exactly this setting's model config, if there is one."""
-    wanted = resolve_run(setting_params(params, base_run, name, overrides), name)
-    return next((run for run in params["runs"] if resolve_run(params, run) == wanted), None)
-
-
-def plan(params: dict, base_run: str, settings: dict[str, dict]) -> dict[str, str | None]:
-    """For each setting: the main run it reuses, or None when the experiment trains it."""
-    return {name: reused_run(params, base_run, name, overrides) for name, overrides in settings.items()}
 
 
 def read_metrics(metrics_dir: Path, run: str) -> tuple[dict, pd.DataFrame]:

@@ -2,8 +2,7 @@
 # evaluator; the runs an experiment adds (ablation settings, sensitivity points, transfer) are trained
 # with the one training loop into models/experiments/<dataset>/<experiment>/.
 
-from bivrec.experiments.settings import plan as settings_plan
-from bivrec.experiments.sensitivity import points as sensitivity_points
+from bivrec.experiments.plan import plan as settings_plan, points as sensitivity_points
 
 EXPERIMENTS = config["experiments"]
 TRANSFER_TARGET = EXPERIMENTS["transfer"]["target"]
