@@ -93,6 +93,7 @@ def noise_curves(results: dict[str, dict], metrics: list[str], out_stem: Path, c
             ax.set_ylabel(f"test {metric}")
             ax.grid(alpha=0.3)
         legend_outside(row[-1])
+    fig.tight_layout()
     save(fig, out_stem)
 
 
@@ -127,6 +128,7 @@ def sensitivity_lines(results: dict[str, dict], metrics: list[str], out_stem: Pa
         row[0].scatter([], [], s=110, facecolors="none", edgecolors="black", label="params.yaml value")
         handles, labels = row[0].get_legend_handles_labels()  # the same lines in every panel: one legend
         row[len(result["lines"]) - 1].legend(handles, labels, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    fig.tight_layout()
     save(fig, out_stem)
 
 
