@@ -145,10 +145,10 @@ def test_tex_escapes_every_special_character_once(tmp_path):
     )
     table = pd.DataFrame({"recall@20": [0.25], "note": ["main run bivrec_id"]}, index=pd.Index(["no_fine"], name="setting"))
     spread = pd.DataFrame({"recall@20": [0.01], "note": [float("nan")]}, index=table.index)
-    write_table(table, tmp_path / "t", "50% of x_y", spread=spread, note="p < 0.05 & `code`")
+    write_table(table, tmp_path / "t", "50% of x_y", spread=spread, note="p < 0.05 & `code`, mean ± std")
     tex = (tmp_path / "t.tex").read_text()
     assert "no\\_fine" in tex and "main run bivrec\\_id" in tex and "50\\% of x\\_y" in tex and "0.2500 $\\pm$ 0.0100" in tex
-    assert "\\& code" in tex and "\\textless{} 0.05" in tex
+    assert "\\& code" in tex and "\\textless{} 0.05" in tex and "mean $\\pm$ std" in tex and "±" not in tex
     assert "0.2500 ± 0.0100" in (tmp_path / "t.md").read_text()
     assert list(pd.read_csv(tmp_path / "t.csv").columns) == ["setting", "recall@20", "note", "recall@20 std", "note std"]
 

@@ -132,16 +132,20 @@ def ablation_table(params: dict, experiments_root: Path) -> tuple[pd.DataFrame, 
         values[dataset], spreads[dataset], marks[dataset] = frame, spread, mark
         seeds = max(seeds, *(row["seeds"] for row in rows.values()))
         for name, control in result["shuffled_controls"].items():
-            verdict = (
-                "loses to the full model, as it should: the model uses what the features say about the items"
-                if control["loses_to_full"]
-                else "does NOT lose to the full model: on this data the model gains nothing from what the features say about each item"
-            )
+            if not control["loses_to_full"]:
+                verdict = "does NOT lose to the full model: on this data the features' content shows no measurable benefit"
+            elif control["p_value"] < SIGNIFICANCE_LEVEL:
+                verdict = "loses to the full model, as it should: the model uses what the features say about each item"
+            else:
+                verdict = "loses to the full model, but not significantly: the benefit of the features' content is within the noise"
             notes.append(
                 f"{dataset}: the shuffled-features control `{name}` ({control['metric']} {control['shuffled']:.4f} vs. "
                 f"{control['full']:.4f}, p = {control['p_value']:.3g}) {verdict}."
             )
     return _per_dataset(params, values, "setting"), _per_dataset(params, spreads, "setting"), _per_dataset(params, marks, "setting"), notes, seeds
+
+
+TRANSFER_ROWS = ("zero_shot", "fine_tuned", "scratch")
 
 
 def transfer_table(params: dict, experiments_root: Path) -> tuple[pd.DataFrame, list[str]]:
@@ -150,7 +154,7 @@ def transfer_table(params: dict, experiments_root: Path) -> tuple[pd.DataFrame, 
     for dataset in params["datasets"]:
         result = _read_json(experiments_root / dataset / "transfer.json")
         frame = pd.DataFrame({name: {m: row["metrics"].get(m, float("nan")) for m in metrics} for name, row in result["rows"].items()}).T
-        frames[f"{result['source']} to {result['target']}"] = frame
+        frames[f"{result['source']} to {result['target']}"] = frame.reindex([r for r in TRANSFER_ROWS if r in frame.index])
         budget = result["train"]
         descriptions.append(
             f"{result['run']} trained on {result['source']}, scored on the {result['rows']['scratch']['test_users']} test users of "

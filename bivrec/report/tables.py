@@ -49,7 +49,7 @@ def significance_marks(per_user: dict[str, pd.DataFrame], table: pd.DataFrame, p
 
 def _format(value: float, rank: str, sig: str, style: str, spread: float | None = None) -> str:
     if value is None or (isinstance(value, float) and np.isnan(value)):
-        return "–"
+        return "--" if style == "tex" else "–"
     text = f"{value:.4f}{sig}"
     if spread is not None and not np.isnan(spread):
         text += f" $\\pm$ {spread:.4f}" if style == "tex" else f" ± {spread:.4f}"
@@ -75,6 +75,8 @@ TEX_SPECIAL = {
     "<": r"\textless{}",
     ">": r"\textgreater{}",
     "|": r"\textbar{}",
+    "±": r"$\pm$",
+    "–": "--",
 }
 
 
