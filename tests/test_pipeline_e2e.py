@@ -23,6 +23,7 @@ TINY = {
     # one model of each family keeps the test short: ID, multi-interest, side information, BiVRec
     "runs": ["popularity", "sasrec", "comirec_sa", "fdsa", "bivrec_id", "bivrec_mm", "bivrec"],
     "experiments": {
+        "workers": 1,  # tiny runs: a worker process would cost more to start than its training
         "noise": {"shares": [0.0, 0.3]},
         "transfer": {"train": {"max_steps": 20, "eval_every": 10}},
         "interests": {"pca_users": 20},
