@@ -43,6 +43,26 @@ def test_movielens1m_from_zip(tmp_path):
     assert (items["image"] == "").all()  # no posters configured: the image modality is absent
 
 
+def test_movielens100k_grouplens_entry_downloads_the_published_zip(tmp_path):
+    """The ml100k_grouplens entry fetches ml-100k.zip from GroupLens; here a mirror folder stands in for
+    files.grouplens.org (no network in tests), holding a small zip laid out like the published one."""
+    cfg = dict(load_params(REPO / "params.yaml")["data"]["ml100k_grouplens"])
+    assert cfg["sources"]["archive"]["url"] == "https://files.grouplens.org/datasets/movielens/ml-100k.zip"
+    ratings = _ratings()
+    genres = "|".join(["0"] * 5 + ["1"] + ["0"] * 13)  # Comedy
+    items = "\n".join(f"{m}|Movie {m} (1995)|01-Jan-1995||http://imdb/{m}|{genres}" for m in range(1, 9))
+    (tmp_path / "mirror").mkdir()
+    with zipfile.ZipFile(tmp_path / "mirror" / "ml-100k.zip", "w") as archive:
+        archive.writestr("ml-100k/u.data", ratings.to_csv(sep="\t", index=False, header=False))
+        archive.writestr("ml-100k/u.item", items.encode("latin-1"))
+    cfg["mirror"] = str(tmp_path / "mirror")
+    download("ml100k_grouplens", cfg, 0, tmp_path / "raw")
+    stats = preprocess("ml100k_grouplens", cfg, SPLIT, 0, tmp_path / "raw", tmp_path / "out")
+    assert (stats["users"], stats["interactions"]) == (10, 50)
+    items = pd.read_parquet(tmp_path / "out" / "items.parquet")
+    assert items["categories"].eq("Comedy").all() and (items["image"] == "").all() and (items["description"] == "").all()
+
+
 def test_movielens25m_text_from_tags_and_genome(tmp_path):
     ratings = _ratings()
     with zipfile.ZipFile(tmp_path / "ml-25m.zip", "w") as archive:
