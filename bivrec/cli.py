@@ -116,9 +116,12 @@ def cmd_settings_experiment(args) -> None:
     from bivrec.experiments.sensitivity import sensitivity
 
     _set_threads(args.threads)
-    experiment = {"ablation": ablation, "sensitivity": sensitivity}[args.stage]
     p = _stage_params(args, args.stage)
-    experiment(p, Path(args.data), Path(args.features), Path(args.metrics), Path(args.models_out), Path(args.out), progress=not args.quiet)
+    inputs = (p, Path(args.data), Path(args.features), Path(args.metrics), Path(args.models_out), Path(args.out))
+    if args.stage == "sensitivity":
+        sensitivity(*inputs, ablation_json=Path(args.ablation), progress=not args.quiet)
+    else:
+        ablation(*inputs, progress=not args.quiet)
 
 
 def cmd_transfer(args) -> None:
@@ -219,6 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--models-out", required=True, help="folder for the runs this experiment trains")
         sp.add_argument("--out", required=True, help="results JSON")
         sp.add_argument("--quiet", action="store_true", help="no progress bar")
+    sp.add_argument("--ablation", required=True, help="the ablation's results JSON (points equal to an ablation row reuse it)")
 
     sp = stage("transfer", cmd_transfer, "a source dataset's run on a target dataset: zero-shot, fine-tuned, from scratch")
     sp.add_argument("--source", required=True, help="source dataset name")

@@ -103,7 +103,7 @@ def tiny_pipeline(root: Path, replicates: int = 1, runs=("popularity", "bivrec_i
     params["experiments"].update(
         workers=1,
         ablation={"run": base_run, "variants": {"id_only": {"views": "id"}, "no_fine": {"fine_weight": 0.0}, "shuffled_features": {"feature_shuffle_seed": 0}}},
-        sensitivity={"run": base_run, "grid": {"n_interests": [2]}},
+        sensitivity={"run": base_run, "grid": {"n_interests": [2], "fine_weight": [0.0]}},  # fine_weight 0 = ablation's no_fine
         noise={"shares": [0.0, 0.5], "seed": 0, "runs": ["bivrec", "bivrec_id"], "strongest_baselines": 1},
         transfer={"target": "synthetic_b", "run": base_run, "train": {"max_steps": 10, "eval_every": 5}},
         interests={"run": base_run, "users": 2, "seed": 0, "pca_users": 10},
@@ -140,6 +140,7 @@ def run_experiments(root: Path, params: dict) -> None:
         ["cold_start", "--models", str(models), *shared, "--out", str(out / "cold_start.json")],
         *[
             [name, *shared, "--metrics", str(root / "metrics"), "--models-out", str(extra / name), "--out", str(out / f"{name}.json"), "--quiet"]
+            + (["--ablation", str(out / "ablation.json")] if name == "sensitivity" else [])
             for name in ("ablation", "sensitivity")
         ],
         ["transfer", "--source", "synthetic", "--models", str(models), "--data", str(root / "data_b"), "--features", str(root / "features_b"),

@@ -206,6 +206,11 @@ def test_sensitivity_lines_hold_the_centre_and_each_point(tiny):
     assert [p["value"] for p in line] == [2, params["model"]["n_interests"]]
     assert [p["centre"] for p in line] == [False, True] and line[1]["reused_run"] == "bivrec"
     assert (root / "models_extra" / "sensitivity" / "n_interests_2").is_dir()
+    # fine_weight 0 is the ablation's no_fine: its numbers, not another training
+    zero = result["lines"]["fine_weight"][0]
+    assert zero["value"] == 0.0 and zero["ablation_row"] == "no_fine"
+    assert zero["metrics"] == read(root, "ablation")["rows"]["no_fine"]["metrics"]
+    assert not (root / "models_extra" / "sensitivity" / "fine_weight_0p0").exists()
 
 
 def test_noise_scores_the_same_runs_on_the_same_corruption(tiny):

@@ -55,6 +55,7 @@ rule ablation:
 rule sensitivity:
     input:
         metrics=main_metrics(reused_runs("sensitivity", sensitivity_points(config))),
+        ablation="results/experiments/{dataset}/ablation.json",
         data="data/{dataset}",
         image="features/{dataset}/image",
         text="features/{dataset}/text",
@@ -66,7 +67,7 @@ rule sensitivity:
     threads: EXPERIMENTS["workers"]
     shell:
         "python -m bivrec sensitivity --params {PARAMS} --data {input.data} --features features/{wildcards.dataset}"
-        " --metrics results/metrics/{wildcards.dataset} --models-out {output.models} --out {output.result}"
+        " --metrics results/metrics/{wildcards.dataset} --models-out {output.models} --out {output.result} --ablation {input.ablation}"
 
 
 rule transfer:
