@@ -21,7 +21,7 @@ from bivrec.report.build import build_report
 from bivrec.report.figures import palette
 from bivrec.report.tables import escape_tex, write_table
 from bivrec.runs import load_trained, shuffle_features, transferable_state
-from tests.helpers import random_features, run_experiments, tiny_pipeline
+from helpers import random_features, run_experiments, tiny_pipeline
 
 PARAMS = Path(__file__).parents[1] / "params.yaml"
 

@@ -8,7 +8,7 @@ import pytest
 
 from bivrec.report.build import build_report
 from bivrec.runs import replicate_dirs
-from tests.helpers import run_experiments, tiny_pipeline
+from helpers import run_experiments, tiny_pipeline
 
 
 @pytest.fixture(scope="module")
