@@ -86,12 +86,18 @@ def cmd_extract_text_features(args) -> None:
         extract_text_features(items, p["features"]["text"], Path(args.out))
 
 
-def cmd_train(args) -> None:
+def cmd_train(args) -> int | None:
+    from bivrec.distributed import Processes, launch, launched
     from bivrec.runs import train_run
 
-    _set_threads(args.threads)
     p = _stage_params(args, "train")
+    gpus = int(p["train"].get("gpus", 1))
+    if gpus > 1 and not launched():  # data-parallel: this same command once per GPU, under torchrun
+        Processes(0, gpus).share(p["train"]["batch_size"])  # a bad batch size fails here, once
+        return launch(args.argv, gpus)
+    _set_threads(args.threads)
     train_run(p, args.run, Path(args.data), Path(args.features), Path(args.out), progress=not args.quiet)
+    return None
 
 
 def cmd_evaluate(args) -> None:
@@ -268,8 +274,9 @@ USER_ERRORS = (ParamsError, DataError, OutputError, FileNotFoundError, Permissio
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # what a torchrun launch repeats in each process
     try:
-        args.func(args)
+        code = args.func(args)
     except USER_ERRORS as exc:
         print(f"bivrec {args.stage}: error: {exc}", file=sys.stderr)
         return 2
@@ -283,4 +290,4 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"bivrec {args.stage}: interrupted; no output was written (rerun to resume)", file=sys.stderr)
         return 130
-    return 0
+    return code or 0

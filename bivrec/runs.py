@@ -8,6 +8,7 @@ import platform
 import subprocess
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ from bivrec.data.dataset import DataError, load_dataset
 from bivrec.evaluate import eval_options, evaluate
 from bivrec.features.store import ItemFeatures, load_features
 from bivrec.models import build_model
+from bivrec.distributed import processes
 from bivrec.device import keep_freed_memory_in_the_heap, peak_memory_mb, pick_device, reset_peak_memory
 from bivrec.train import clear_resume_state, fit, run_fingerprint
 
@@ -103,11 +105,19 @@ def train_run(
 
     ``init_from``: a trained run (of another dataset, for transfer) whose seed folders start each seed's
     model instead of a random initialisation; see ``transferable_state`` for what is carried over."""
-    model_name, model_cfg = resolve_run(params, run)
-    train_cfg, eval_cfg = params["train"], params["eval"]
+    train_cfg = params["train"]
     device = pick_device(train_cfg.get("device", "auto"))
     if device.type == "cpu":
         keep_freed_memory_in_the_heap()
+    with processes(device) as where:
+        return _train_seeds(params, run, data_dir, features_dir, out_dir, progress, init_from, device, where)
+
+
+def _train_seeds(params: dict, run: str, data_dir: Path, features_dir: Path, out_dir: Path, progress: bool,
+                 init_from: Path | None, device: torch.device, where) -> dict:
+    """``train_run`` in one of its processes (rank 0 writes the outputs)."""
+    model_name, model_cfg = resolve_run(params, run)
+    train_cfg, eval_cfg = params["train"], params["eval"]
     data, features = _load_inputs(data_dir, features_dir, model_cfg)
     inputs_digest = _inputs_digest(data_dir, features_dir)
     seeds = replicate_seeds(params["seed"], train_cfg)
@@ -115,20 +125,24 @@ def train_run(
     init_sources = replicate_dirs(Path(init_from)) if init_from is not None else []
     data = data.to(device)
     configs = []
-    with atomic_path(out_dir) as tmp:
+    with atomic_path(out_dir) if where.main else nullcontext() as tmp:
         for i, (seed, resume_dir) in enumerate(zip(seeds, resume_dirs)):
-            folder = tmp if i == 0 else tmp / "seeds" / str(seed)
             model = _build(model_name, model_cfg, data, features, seed, device)
             identity = [model_name, model_cfg, train_cfg, eval_cfg, seed, inputs_digest]
             init = init_sources[min(i, len(init_sources) - 1)] if init_sources else None  # seed i starts from source seed i
             if init is not None:
                 model.load_state_dict(transferable_state(_read_seed(init)[0], model), strict=False)
                 identity.append(files_sha256([init / "best.pt"]))
+            if where.world_size > 1:  # another number of processes draws other samples: never resume across
+                identity.append(f"processes={where.world_size}")
             fingerprint = run_fingerprint(*identity)
             reset_peak_memory(device)
             started = time.perf_counter()
-            result = fit(model, data, train_cfg, eval_cfg, seed, resume_dir, fingerprint, progress)
+            result = fit(model, data, train_cfg, eval_cfg, seed, resume_dir, fingerprint, progress, where)
             wall = time.perf_counter() - started
+            if not where.main:
+                continue
+            folder = tmp if i == 0 else tmp / "seeds" / str(seed)
             peak_mb, peak_kind = peak_memory_mb(device)
             best_row = next((row for row in result.history if row["step"] == result.best_step), {})
             config = {
@@ -140,6 +154,7 @@ def train_run(
                 "seed": seed,
                 "fingerprint": fingerprint,
                 "device": str(device),
+                "processes": where.world_size,
                 "best_step": result.best_step,
                 "best_valid": {eval_cfg.get("select_metric", "recall@20"): result.best_metric},
                 "train_seconds": wall,
@@ -159,6 +174,8 @@ def train_run(
             (folder / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True, default=str) + "\n")
             configs.append(config)
             print(f"{run} (seed {seed}): best {config['best_valid']} at step {result.best_step} ({wall:.1f}s)", file=sys.stderr)
+    if not where.main:
+        return {}
     for resume_dir in resume_dirs:
         clear_resume_state(resume_dir)
     return configs[0]

@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from bivrec.atomic import atomic_path, write_text
 from bivrec.data.dataset import DataError, SequenceData
+from bivrec.distributed import Processes, loss_function
 from bivrec.evaluate import eval_options, evaluate
 from bivrec.models.base import Recommender
 
@@ -116,8 +117,13 @@ def fit(
     resume_dir: str | Path | None = None,
     fingerprint: str = "",
     progress: bool = True,
+    where: Processes = Processes(),
 ) -> TrainResult:
-    """Train ``model`` on ``data`` (both already on the same device) with early stopping on validation."""
+    """Train ``model`` on ``data`` (both already on the same device) with early stopping on validation.
+
+    ``where``: with several processes (torchrun) each draws its share of the batch with its own seed
+    and DDP averages the gradients; rank 0 validates and keeps the resume state, the others follow its
+    early-stopping decision. Only rank 0's result holds the history and best weights."""
     metric = eval_cfg.get("select_metric", "recall@20")
     result = TrainResult()
     if hasattr(model, "fit_counts"):  # statistics of the training interactions (popularity, fused readout)
@@ -129,8 +135,9 @@ def fit(
         return result
 
     device = next(model.parameters()).device
-    torch.manual_seed(seed)
-    sampler = SequenceSampler(data, model.cfg["max_len"], train_cfg.get("min_cut", 1), seed)
+    torch.manual_seed(where.seed(seed))
+    sampler = SequenceSampler(data, model.cfg["max_len"], train_cfg.get("min_cut", 1), where.seed(seed))
+    batch_size, loss_of = where.share(train_cfg["batch_size"]), loss_function(model, where)
     optimizer = make_optimizer(model, train_cfg, device)
     scaler_needed = device.type == "cuda" and train_cfg.get("amp", True) and not torch.cuda.is_bf16_supported()
     scaler = torch.amp.GradScaler("cuda", enabled=scaler_needed)
@@ -140,21 +147,21 @@ def fit(
         model.load_state_dict(saved["tensors"]["model"])
         optimizer.load_state_dict(saved["tensors"]["optimizer"])
         scaler.load_state_dict(saved["tensors"]["scaler"])
-        _restore_rng(saved["tensors"]["rng"], sampler)
+        _restore_rng(saved["tensors"].get("rng_by_rank", [saved["tensors"]["rng"]])[where.rank], sampler)
         step, bad_validations = saved["step"], saved["bad_validations"]
         result = TrainResult(saved["history"], saved["best_metric"], saved["best_step"], saved["tensors"]["best_state"])
         print(f"resuming from {Path(resume_dir) / RESUME_RECORD} at step {step}", file=sys.stderr)
 
     max_steps, eval_every, patience = train_cfg["max_steps"], train_cfg["eval_every"], train_cfg["patience"]
-    bar = tqdm(total=max_steps, initial=step, desc="train", disable=not progress, mininterval=1.0, file=sys.stderr)
+    bar = tqdm(total=max_steps, initial=step, desc="train", disable=not (progress and where.main), mininterval=1.0, file=sys.stderr)
     started = time.perf_counter()
     first_step, validation_seconds = step, 0.0  # throughput counts this process's steps only
     running: dict[str, float] = {}
     while step < max_steps and bad_validations < patience:
         model.train()
-        history, target = sampler.sample(train_cfg["batch_size"])
+        history, target = sampler.sample(batch_size)
         with amp_context(device, train_cfg.get("amp", True)):
-            loss, parts = model.loss(history, target)
+            loss, parts = loss_of(history, target)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"training loss became {loss.item()} at step {step}; lower train.learning_rate")
         optimizer.zero_grad(set_to_none=True)
@@ -165,11 +172,11 @@ def fit(
         for name, value in {"loss": loss.item(), **parts}.items():
             running[name] = running.get(name, 0.0) + float(value)
         bar.update(1)
-        if step % eval_every == 0 or step == max_steps:
+        if (step % eval_every == 0 or step == max_steps) and where.main:
             validation_started = time.perf_counter()
             scores = evaluate(model, data.valid, **eval_options(eval_cfg)).metrics
             validation_seconds += time.perf_counter() - validation_started
-            row = {"step": step, **{k: v / eval_every for k, v in running.items()}}
+            row = {"step": step, **{k: v / eval_every for k, v in running.items()}}  # rank 0's samples
             row.update({f"valid_{k}": v for k, v in scores.items()})
             row["seconds"] = time.perf_counter() - started
             result.history.append(row)
@@ -180,12 +187,17 @@ def fit(
             else:
                 bad_validations += 1
             bar.set_postfix(loss=f"{row['loss']:.3f}", **{metric: f"{scores[metric]:.4f}"})
+        if step % eval_every == 0 or step == max_steps:
+            bad_validations = where.from_main(bad_validations)
             if resume_dir:
+                rng_by_rank = where.gather(_rng_states(sampler))  # a resume continues every rank's draws
+            if resume_dir and where.main:
                 save_resume_state(resume_dir, fingerprint, step, bad_validations, result, {
                     "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(),
                     "scaler": scaler.state_dict(),
-                    "rng": _rng_states(sampler),
+                    "rng": rng_by_rank[0],
+                    **({"rng_by_rank": rng_by_rank} if where.world_size > 1 else {}),
                 })
     bar.close()
     optimising = time.perf_counter() - started - validation_seconds

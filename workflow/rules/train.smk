@@ -7,9 +7,11 @@ rule train:
         directory("models/{dataset}/{run}"),
     params:
         stage=stage_params("train"),
-    threads: 1
+    # train.gpus > 1: the command starts itself once per GPU under torchrun (DDP), each process with one
+    # thread and its own GPU; `--resources gpu=N` caps the GPUs the jobs running at once ask for
+    threads: config["train"].get("gpus", 1)
     resources:
-        gpu=lambda wildcards: 1 if config["train"]["device"] != "cpu" else 0,
+        gpu=lambda wildcards: config["train"].get("gpus", 1) if config["train"]["device"] != "cpu" else 0,
     shell:
         "python -m bivrec train --params {PARAMS} --run {wildcards.run} --data {input.data}"
         " --features features/{wildcards.dataset} --out {output}"
