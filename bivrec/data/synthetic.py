@@ -56,7 +56,10 @@ DEFAULTS = {
     "transition_locality": 0.5,
     "noise_rate": 0.03,
     "image_size": 64,
+    "images": True,  # false: no pictures (items.jsonl says image ""), e.g. at MovieLens-25M scale
 }
+#: users walked at once: their "already in the sequence" flags (users x items booleans) stay under this
+SEEN_BUDGET = 2**29
 
 # (theme, nouns): real words so a sentence encoder separates the categories by meaning.
 THEMES = [
@@ -275,9 +278,38 @@ def _sequences(cfg: dict, rng: np.random.Generator, category, style, weight, cyc
     preferred_style = rng.integers(0, n_styles, size=(n_users, n_categories))  # per user and category
 
     lengths = rng.integers(cfg["min_length"], max_length + 1, size=n_users)
+    out = np.full((n_users, max_length), -1, dtype=np.int32)
+    # users in groups whose seen-flags fit SEEN_BUDGET (one group, the whole population, at the default size)
+    group = max(1, min(n_users, SEEN_BUDGET // n_items))
+    for first in range(0, n_users, group):
+        users = slice(first, first + group)
+        out[users] = _walk(cfg, rng, lengths[users], mix[users], n_interests[users], ranked[users], preferred_style[users],
+                           members, _searchable(cdf), sizes, style_members, _searchable(style_cdf), style_sizes,
+                           cycle_table, cycle_pos, cycle_len)
+    return out, lengths
+
+
+def _searchable(cdf: np.ndarray) -> np.ndarray:
+    """The rows of a [rows, width] table of cumulative distributions as one sorted array of complex
+    numbers ``row + 1j * value`` (numpy orders complex numbers by real, then imaginary part)."""
+    return (np.arange(cdf.shape[0])[:, None] + 1j * cdf).ravel()
+
+
+def _below(table: np.ndarray, width: int, rows: np.ndarray, draws: np.ndarray) -> np.ndarray:
+    """``(cdf[rows] < draws).sum(1)`` (a draw from each row's cumulative distribution) with one binary
+    search per draw in ``_searchable(cdf)``: exact (no arithmetic on the values), no [len(rows), width] matrix."""
+    return np.searchsorted(table, rows + 1j * draws[:, 0], side="left") - rows * width
+
+
+def _walk(cfg, rng, lengths, mix, n_interests, ranked, preferred_style, members, cdf_table, sizes, style_members,
+          style_cdf_table, style_sizes, cycle_table, cycle_pos, cycle_len) -> np.ndarray:
+    """[len(lengths), max_length] sequences of a group of users (every per-user array sliced to the group;
+    the cumulative popularity tables ``_searchable``)."""
+    n_items, n_styles, max_length = cfg["n_items"], cfg["styles_per_category"], cfg["max_length"]
+    n_users = lengths.size
     out = np.full((n_users, max_length), -1)
     seen = np.zeros((n_users, n_items), bool)
-    users = np.arange(n_users)
+    users = np.arange(n_users)  # rows of this group
 
     def pick_slot(exclude: np.ndarray | None) -> np.ndarray:
         w = mix.copy()
@@ -289,10 +321,10 @@ def _sequences(cfg: dict, rng: np.random.Generator, category, style, weight, cyc
 
     def popular_item(cats: np.ndarray, who: np.ndarray) -> np.ndarray:
         """By popularity inside the category, or inside the user's preferred style of it."""
-        idx = (cdf[cats] < rng.random((cats.size, 1))).sum(1)
+        idx = _below(cdf_table, sizes.max(), cats, rng.random((cats.size, 1)))
         by_category = members[cats, np.minimum(idx, sizes[cats] - 1)]
         groups = cats * n_styles + preferred_style[who, cats]
-        idx = (style_cdf[groups] < rng.random((cats.size, 1))).sum(1)
+        idx = _below(style_cdf_table, style_sizes.max(), groups, rng.random((cats.size, 1)))
         by_style = style_members[groups, np.minimum(idx, style_sizes[groups] - 1)]
         in_style = (rng.random(cats.size) < cfg["style_affinity"]) & (style_sizes[groups] > 0)
         return np.where(in_style, by_style, by_category)
@@ -324,7 +356,7 @@ def _sequences(cfg: dict, rng: np.random.Generator, category, style, weight, cyc
         out[ok, step] = candidate[ok]
         seen[users[ok], candidate[ok]] = True
         previous = np.where(ok, candidate, previous)
-    return out, lengths
+    return out
 
 
 def generate(cfg: dict, seed: int, folder: Path) -> None:
@@ -354,10 +386,11 @@ def generate(cfg: dict, seed: int, folder: Path) -> None:
     text_rng = np.random.default_rng([seed, 2])
     with open(folder / "items.jsonl", "w") as meta:
         for i, item_id in enumerate(item_ids):  # one picture per item: inherent per-item work
-            image_path = f"images/{item_id}.jpg"
-            draw_item_image(int(category[i]), int(style[i]), image_rng, cfg["image_size"]).save(
-                folder / image_path, quality=90
-            )
+            image_path = f"images/{item_id}.jpg" if cfg["images"] else ""
+            if cfg["images"]:
+                draw_item_image(int(category[i]), int(style[i]), image_rng, cfg["image_size"]).save(
+                    folder / image_path, quality=90
+                )
             record = {"item_id": item_id, **item_text(int(category[i]), int(style[i]), text_rng), "image": image_path}
             meta.write(json.dumps(record) + "\n")
     pd.DataFrame({"item_id": item_ids, "category": category, "style": style, "cold": cold}).to_csv(folder / "latent.csv", index=False)
