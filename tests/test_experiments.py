@@ -285,3 +285,16 @@ def test_report_has_every_table_and_figure(tiny, tmp_path):
     report = (tmp_path / "results" / "report.md").read_text()
     assert "## Ablation" in report and "shuffled-features control" in report and "figures/interests.png" in report
     assert "±" in (tmp_path / "results" / "tables" / "ablation.md").read_text()
+    # what dvc.yaml's metrics: and plots: read: the main table's numbers per run, flat, and long-format plot data
+    main = pd.read_csv(tmp_path / "results" / "tables" / "main.csv", index_col="model")
+    for run in params["runs"]:
+        summary = json.loads((tmp_path / "results" / "summary" / "synthetic" / f"{run}.json").read_text())
+        assert summary == pytest.approx(main.loc[run].to_dict())
+    plots = tmp_path / "results" / "plots"
+    curves = pd.read_csv(plots / "training_curves.csv")
+    assert set(curves["run"]) == set(params["runs"]) and list(curves.columns) == ["dataset", "run", "metric", "step", "value"]
+    assert len(pd.read_csv(plots / "metric_comparison.csv")) == len(params["runs"]) * len(params["report"]["table_metrics"])
+    noise = pd.read_csv(plots / "noise.csv")
+    assert set(noise["share"]) == {0.0, 0.5} and set(noise["run"]) == set(read(root, "noise")["runs"])
+    sensitivity = pd.read_csv(plots / "sensitivity.csv")
+    assert set(sensitivity["parameter"]) == {"n_interests", "fine_weight"} and sensitivity["centre"].any()

@@ -9,7 +9,7 @@ import pandas as pd
 
 from bivrec.atomic import write_text
 from bivrec.data.dataset import DataError
-from bivrec.report import figures
+from bivrec.report import dvc_files, figures
 from bivrec.report.tables import SIGNIFICANCE_LEVEL, rank_marks, significance_marks, write_table
 
 
@@ -19,13 +19,18 @@ def _read_json(path: Path) -> dict:
     return json.loads(path.read_text())
 
 
+def table_column(params: dict, dataset: str, metric: str) -> str:
+    """A main-table column: the metric, prefixed by the dataset when there are several."""
+    return f"{dataset} {metric}" if len(params["datasets"]) > 1 else metric
+
+
 def main_table(params: dict, metrics_root: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame, int]:
     """Rows = runs, columns = dataset x metric (means over training seeds); plus rank marks,
     significance marks, the standard deviation over seeds of every cell and the largest seed count."""
     columns, spread, dataset_of, per_user, most_seeds = {}, {}, {}, {}, 1
     for dataset in params["datasets"]:
         for metric in params["report"]["table_metrics"]:
-            column = f"{dataset} {metric}" if len(params["datasets"]) > 1 else metric
+            column = table_column(params, dataset, metric)
             dataset_of[column] = (dataset, metric)
             columns[column], spread[column] = {}, {}
         for run in params["runs"]:
@@ -34,7 +39,7 @@ def main_table(params: dict, metrics_root: Path) -> tuple[pd.DataFrame, pd.DataF
             for metric in params["report"]["table_metrics"]:
                 if metric not in summary["metrics"]:
                     raise DataError(f"{metrics_root / dataset / f'{run}.json'}: no metric {metric!r} (check eval.topk)")
-                column = f"{dataset} {metric}" if len(params["datasets"]) > 1 else metric
+                column = table_column(params, dataset, metric)
                 columns[column][run] = summary["metrics"][metric]
                 spread[column][run] = summary.get("metrics_std", {}).get(metric, 0.0)
             per_user[(run, dataset)] = pd.read_parquet(metrics_root / dataset / f"{run}.per_user.parquet")
@@ -238,6 +243,18 @@ def build_report(params: dict, metrics_root: Path, experiments_root: Path, model
     figures.noise_curves(experiments["noise"], curve_metrics, out_root / "figures" / "noise", colours)
     figures.sensitivity_lines(experiments["sensitivity"], curve_metrics, out_root / "figures" / "sensitivity", colours)
     figures.interest_maps(experiments["interests"], out_root / "figures" / "interests")
+
+    run_values = {
+        (dataset, run): {metric: float(table.at[run, table_column(params, dataset, metric)]) for metric in params["report"]["table_metrics"]}
+        for dataset in params["datasets"]
+        for run in params["runs"]
+    }
+    dvc_files.write_summaries(run_values, out_root / "summary")
+    plots = out_root / "plots"
+    dvc_files.training_curves_data(histories, select_metric, plots / "training_curves.csv")
+    dvc_files.metric_comparison_data(run_values, plots / "metric_comparison.csv")
+    dvc_files.noise_data(experiments["noise"], curve_metrics, plots / "noise.csv")
+    dvc_files.sensitivity_data(experiments["sensitivity"], curve_metrics, plots / "sensitivity.csv")
 
     tables = ["main", "datasets", "cold_start", "ablation", "transfer", "efficiency"]
     figure_names = ["training_curves", "metric_comparison", "cold_start", "noise", "sensitivity", "interests"]

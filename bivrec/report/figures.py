@@ -97,7 +97,7 @@ def noise_curves(results: dict[str, dict], metrics: list[str], out_stem: Path, c
     save(fig, out_stem)
 
 
-def _value_label(value) -> str:
+def value_label(value) -> str:
     return ",".join(map(str, value)) if isinstance(value, list) else f"{value:g}" if isinstance(value, float) else str(value)
 
 
@@ -118,7 +118,7 @@ def sensitivity_lines(results: dict[str, dict], metrics: list[str], out_stem: Pa
                 centre = [i for i, p in enumerate(line) if p["centre"]]
                 ax.scatter([x[i] for i in centre], [y[i] for i in centre], s=110, facecolors="none", edgecolors="black", zorder=3)
             if not numeric:
-                ax.set_xticks(x, [_value_label(p["value"]) for p in line])
+                ax.set_xticks(x, [value_label(p["value"]) for p in line])
             ax.set_xlabel(key)
             ax.set_ylabel("test metric")
             ax.set_title(dataset)

@@ -1,6 +1,7 @@
 REPORT_TABLES = ["main", "datasets", "cold_start", "ablation", "transfer", "efficiency"]
 REPORT_FIGURES = ["training_curves", "metric_comparison", "cold_start", "noise", "sensitivity", "interests"]
 EXPERIMENT_RESULTS = ["cold_start", "ablation", "sensitivity", "transfer", "noise", "efficiency", "interests"]
+DVC_PLOTS = ["training_curves", "metric_comparison", "noise", "sensitivity"]  # data of dvc.yaml's plots:
 
 
 rule report:
@@ -23,6 +24,8 @@ rule report:
             for figure in REPORT_FIGURES
         ],
         summary="results/report.md",
+        run_metrics=directory("results/summary"),  # dvc.yaml's metrics: one flat JSON per dataset and run
+        plot_data=expand("results/plots/{plot}.csv", plot=DVC_PLOTS),
     params:
         stage=stage_params("report"),
     shell:
