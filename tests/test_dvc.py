@@ -138,3 +138,16 @@ def test_pulled_clone_is_up_to_date_for_both_tools(shared):
         assert "train" in planned_rules(clone)
     finally:
         (clone / "params.yaml").write_text(params)
+
+
+def test_snakemake_report_carries_every_table_and_figure_with_its_caption(shared):
+    _, clone = shared
+    run([BIN / "snakemake", "--cores", "1", "--report", "report.html"], clone)
+    page = (clone / "report.html").read_text(encoding="utf-8")
+    for name in ("main", "datasets", "cold_start", "ablation", "transfer", "efficiency"):
+        assert f"{name}.csv" in page, name
+    for name in ("training_curves", "metric_comparison", "cold_start", "noise", "sensitivity", "interests"):
+        assert f"{name}.png" in page, name
+    for caption in sorted((ROOT / "workflow" / "report").glob("*.rst")):
+        opening = re.split(r"``|\{\{", caption.read_text())[0].strip()  # the caption's words before any markup
+        assert opening in page, caption.name
