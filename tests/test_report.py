@@ -7,6 +7,11 @@ from bivrec.report.build import dataset_table
 from bivrec.report.tables import rank_marks, significance_marks, write_table
 
 
+def markdown_rows(text: str) -> list[list[str]]:
+    """The cells of every row of a Markdown table (padding stripped)."""
+    return [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in text.splitlines() if line.startswith("|")]
+
+
 def test_rank_marks_best_second_ties_and_nan():
     table = pd.DataFrame({"m": [0.3, 0.5, 0.5, np.nan, 0.1]}, index=list("abcde"))
     marks = rank_marks(table)["m"].to_dict()
@@ -40,7 +45,10 @@ def test_write_table_formats_every_output(tmp_path):
     csv = pd.read_csv(tmp_path / "main.csv")
     assert list(csv.columns) == ["model", "recall@20", "ndcg@20"] and csv["recall@20"].tolist() == [0.25, 0.125]
     md = (tmp_path / "main.md").read_text()
-    assert "| bivrec | **0.2500*** | <u>0.1000</u> |" in md and md.rstrip().endswith("note")
+    assert ["bivrec", "**0.2500***", "<u>0.1000</u>"] in markdown_rows(md) and md.rstrip().endswith("note")
+    header, alignment = markdown_rows(md)[:2]
+    assert header == ["model", "recall@20", "ndcg@20"]
+    assert alignment[0].startswith(":") and all(a.endswith(":") for a in alignment[1:])  # names left, numbers right
     tex = (tmp_path / "main.tex").read_text()
     assert "\\textbf{0.2500$^{*}$}" in tex and "\\underline{0.1250}" in tex and "recall@20" in tex
 
@@ -53,7 +61,7 @@ def test_dataset_table_keeps_counts_integer(tmp_path):
     assert list(table.columns) == ["users", "items", "interactions", "avg_length", "density"]
     assert table.loc["toy", "users"] == 10 and table["users"].dtype.kind == "i"
     write_table(table, tmp_path / "datasets", "Datasets")
-    assert "| toy | 10 | 5 | 40 | 4.0000 | 0.8000 |" in (tmp_path / "datasets.md").read_text()
+    assert ["toy", "10", "5", "40", "4.0000", "0.8000"] in markdown_rows((tmp_path / "datasets.md").read_text())
 
 
 def test_encoder_description_says_plainly_what_the_features_are():

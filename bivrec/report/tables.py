@@ -1,4 +1,4 @@
-"""Result tables written as CSV, Markdown and LaTeX from one DataFrame."""
+"""Result tables written as CSV, Markdown (``DataFrame.to_markdown``) and LaTeX (``Styler.to_latex``) from one DataFrame."""
 
 from __future__ import annotations
 
@@ -47,17 +47,14 @@ def significance_marks(per_user: dict[str, pd.DataFrame], table: pd.DataFrame, p
     return marks
 
 
-def _format(value: float, rank: str, sig: str, style: str, spread: float | None = None) -> str:
+def _format(value: float, sig: str, style: str, spread: float | None = None) -> str:
+    """One metric cell: 4 decimals, the significance mark, ``± std`` where given. In the TeX form every
+    math part sits between ``$`` so that the table's escaping (pandas ``latex-math``) leaves it alone."""
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return "--" if style == "tex" else "–"
-    text = f"{value:.4f}{sig}"
+    text = f"{value:.4f}" + ("$^{*}$" if sig and style == "tex" else sig)
     if spread is not None and not np.isnan(spread):
         text += f" $\\pm$ {spread:.4f}" if style == "tex" else f" ± {spread:.4f}"
-    if style == "md":
-        return {"best": f"**{text}**", "second": f"<u>{text}</u>"}.get(rank, text)
-    if style == "tex":
-        text = text.replace("*", "$^{*}$")
-        return {"best": f"\\textbf{{{text}}}", "second": f"\\underline{{{text}}}"}.get(rank, text)
     return text
 
 
@@ -85,6 +82,9 @@ def escape_tex(text) -> str:
     return "".join(TEX_SPECIAL.get(char, char) for char in str(text))
 
 
+RANK_MARKDOWN = {"best": "**{}**", "second": "<u>{}</u>"}
+RANK_TEX = {"best": "textbf: --rwrap;", "second": "underline: --rwrap;"}  # Styler writes \\textbf{cell}, \\underline{cell}
+
 
 def write_table(
     table: pd.DataFrame,
@@ -111,30 +111,41 @@ def write_table(
     def cell(row, column, style):
         value = table.at[row, column]
         if isinstance(value, (int, np.integer)):
-            return f"{value:,}".replace(",", "{,}") if style == "tex" else f"{value:,}"
+            return f"{value:,}"
         if not isinstance(value, (float, np.floating)):
-            return escape_tex(value) if style == "tex" else str(value)
+            return str(value)
         deviation = None if spread is None or column not in spread.columns else float(spread.at[row, column])
-        return _format(float(value), marks.at[row, column], sig.at[row, column], style, deviation)
+        return _format(float(value), sig.at[row, column], style, deviation)
 
-    header = [index_name] + [str(c) for c in table.columns]
-    md = [f"<!-- {caption} -->", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    md += ["| " + " | ".join([str(row)] + [cell(row, c, "md") for c in table.columns]) + " |" for row in table.index]
+    def formatted(style: str) -> pd.DataFrame:
+        """The table as display strings, its row labels as the first column (named like the index)."""
+        cells = {str(c): [cell(row, c, style) for row in table.index] for c in table.columns}
+        return pd.DataFrame({index_name: [str(row) for row in table.index], **cells})
+
+    align = ["left"] + ["right"] * len(table.columns)
+    markdown = formatted("md")
+    for column in table.columns:
+        ranks = marks[column].to_numpy()
+        markdown[str(column)] = [RANK_MARKDOWN.get(rank, "{}").format(text) for rank, text in zip(ranks, markdown[str(column)])]
+    md = [f"<!-- {caption} -->", markdown.to_markdown(index=False, tablefmt="pipe", colalign=align, disable_numparse=True)]
     if note:
         md += ["", note]
-    # a note holds Markdown (`code`) and plain text: its TeX form is escaped, in a footnote-sized line
-    tex_note = ["\\par\\footnotesize " + escape_tex(note.replace("`", ""))] if note else []
     write_text(out_stem.with_suffix(".md"), "\n".join(md) + "\n")
 
-    tex = [
-        "\\begin{table}[t]",
-        "\\centering",
-        f"\\caption{{{escape_tex(caption)}}}",
-        "\\begin{tabular}{l" + "r" * len(table.columns) + "}",
-        "\\toprule",
-        " & ".join(escape_tex(h) for h in header) + " \\\\",
-        "\\midrule",
-    ]
-    tex += [" & ".join([escape_tex(row)] + [cell(row, c, "tex") for c in table.columns]) + " \\\\" for row in table.index]
-    tex += ["\\bottomrule", "\\end{tabular}", *tex_note, "\\end{table}"]
-    write_text(out_stem.with_suffix(".tex"), "\n".join(tex) + "\n")
+    tex = formatted("tex")
+    styles = pd.DataFrame("", index=tex.index, columns=tex.columns)
+    for column in table.columns:
+        styles[str(column)] = [RANK_TEX.get(rank, "") for rank in marks[column].to_numpy()]
+    latex = (
+        tex.style.hide(axis="index")
+        .format(escape="latex-math")  # cell text escaped; the $...$ parts (from _format) kept
+        .format_index(escape="latex", axis="columns")
+        .apply(lambda _: styles, axis=None)
+        .to_latex(
+            environment="table", position="t", position_float="centering", hrules=True,
+            caption=escape_tex(caption), column_format="l" + "r" * len(table.columns),
+        )
+    )
+    if note:  # a note holds Markdown (`code`) and plain text: escaped, in a footnote-sized line under the tabular
+        latex = latex.replace("\\end{table}", "\\par\\footnotesize " + escape_tex(note.replace("`", "")) + "\n\\end{table}")
+    write_text(out_stem.with_suffix(".tex"), latex)
