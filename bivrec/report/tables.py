@@ -122,7 +122,7 @@ def write_table(
         cells = {str(c): [cell(row, c, style) for row in table.index] for c in table.columns}
         return pd.DataFrame({index_name: [str(row) for row in table.index], **cells})
 
-    align = ["left"] + ["right"] * len(table.columns)
+    align = ["left"] + ["right" if pd.api.types.is_numeric_dtype(table[c]) else "left" for c in table.columns]  # numbers right
     markdown = formatted("md")
     for column in table.columns:
         ranks = marks[column].to_numpy()
@@ -143,7 +143,7 @@ def write_table(
         .apply(lambda _: styles, axis=None)
         .to_latex(
             environment="table", position="t", position_float="centering", hrules=True,
-            caption=escape_tex(caption), column_format="l" + "r" * len(table.columns),
+            caption=escape_tex(caption), column_format="".join(a[0] for a in align),
         )
     )
     if note:  # a note holds Markdown (`code`) and plain text: escaped, in a footnote-sized line under the tabular
