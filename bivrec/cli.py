@@ -7,6 +7,7 @@ params.yaml keys listed for it in ``bivrec.stages`` and writes its outputs atomi
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -14,18 +15,36 @@ from pathlib import Path
 from bivrec.atomic import DISK_ERRNOS, OutputError
 from bivrec.config import ParamsError, load_params, select
 from bivrec.data.dataset import DataError
-from bivrec.stages import STAGE_ALIASES, STAGE_PARAMS, stage_keys
+from bivrec.stages import STAGE_ALIASES, STAGE_PARAMS, STAGE_WILDCARDS, read_stage_params, stage_keys, write_stage_params
 
 
 def _stage_params(args, stage: str, **wildcards) -> dict:
-    return select(load_params(args.params), stage_keys(stage, **wildcards))
+    return read_stage_params(args.params, stage, **wildcards)
 
 
-def _set_threads(threads: int | None) -> None:
-    if threads:
-        import torch
+def _set_threads(args, p: dict) -> None:
+    """torch's CPU threads: ``train.threads`` of the params (``--threads`` overrides it), the same count
+    under Snakemake and DVC, so both give the same numbers."""
+    import torch
 
-        torch.set_num_threads(threads)
+    torch.set_num_threads(args.threads or p["train"]["threads"])
+
+
+def _feature_cfg(args, p: dict, modality: str) -> dict:
+    return {**p["features"][modality], **({"threads": args.threads} if args.threads else {})}
+
+
+def cmd_params(args) -> None:
+    wildcards = {name: getattr(args, name) for name in STAGE_WILDCARDS[args.for_stage]}
+    missing = [f"--{name}" for name, value in wildcards.items() if value is None]
+    if missing:
+        raise ParamsError(f"the {args.for_stage} stage's params need {' '.join(missing)}")
+    if args.values is not None:  # the Snakefile's: the values of the config in effect, already selected
+        selected = json.loads(args.values)
+    else:
+        params = load_params(args.params)
+        selected = select(params, stage_keys(args.for_stage, params, **wildcards))
+    write_stage_params(selected, args.for_stage, Path(args.out), **wildcards)
 
 
 def cmd_download(args) -> None:
@@ -69,33 +88,31 @@ def _import_shipped_features(data_dir: str, modality: str, n_items: int, out: st
 def cmd_extract_image_features(args) -> None:
     from bivrec.features.image import extract_image_features
 
-    _set_threads(args.threads)
     p = _stage_params(args, "extract_image_features")
     items = _items(args.data)
     if not _import_shipped_features(args.data, "image", len(items), args.out):
-        extract_image_features(items, Path(args.raw), p["features"]["image"], p["seed"], Path(args.out))
+        extract_image_features(items, Path(args.raw), _feature_cfg(args, p, "image"), p["seed"], Path(args.out))
 
 
 def cmd_extract_text_features(args) -> None:
     from bivrec.features.text import extract_text_features
 
-    _set_threads(args.threads)
     p = _stage_params(args, "extract_text_features")
     items = _items(args.data)
     if not _import_shipped_features(args.data, "text", len(items), args.out):
-        extract_text_features(items, p["features"]["text"], Path(args.out))
+        extract_text_features(items, _feature_cfg(args, p, "text"), Path(args.out))
 
 
 def cmd_train(args) -> int | None:
     from bivrec.distributed import Processes, launch, launched
     from bivrec.runs import train_run
 
-    p = _stage_params(args, "train")
+    p = _stage_params(args, "train", run=args.run)
     gpus = int(p["train"].get("gpus", 1))
     if gpus > 1 and not launched():  # data-parallel: this same command once per GPU, under torchrun
         Processes(0, gpus).share(p["train"]["batch_size"])  # a bad batch size fails here, once
         return launch(args.argv, gpus)
-    _set_threads(args.threads)
+    _set_threads(args, p)
     train_run(p, args.run, Path(args.data), Path(args.features), Path(args.out), progress=not args.quiet)
     return None
 
@@ -103,16 +120,16 @@ def cmd_train(args) -> int | None:
 def cmd_evaluate(args) -> None:
     from bivrec.runs import evaluate_run
 
-    _set_threads(args.threads)
     p = _stage_params(args, "evaluate")
+    _set_threads(args, p)
     evaluate_run(p, Path(args.model), Path(args.data), Path(args.features), Path(args.out), Path(args.per_user))
 
 
 def cmd_cold_start(args) -> None:
     from bivrec.experiments.cold_start import cold_start
 
-    _set_threads(args.threads)
     p = _stage_params(args, "cold_start")
+    _set_threads(args, p)
     cold_start(p, Path(args.models), Path(args.data), Path(args.features), Path(args.out))
 
 
@@ -121,8 +138,8 @@ def cmd_settings_experiment(args) -> None:
     from bivrec.experiments.ablation import ablation
     from bivrec.experiments.sensitivity import sensitivity
 
-    _set_threads(args.threads)
     p = _stage_params(args, args.stage)
+    _set_threads(args, p)
     inputs = (p, Path(args.data), Path(args.features), Path(args.metrics), Path(args.models_out), Path(args.out))
     if args.stage == "sensitivity":
         sensitivity(*inputs, ablation_json=Path(args.ablation), progress=not args.quiet)
@@ -133,16 +150,16 @@ def cmd_settings_experiment(args) -> None:
 def cmd_transfer(args) -> None:
     from bivrec.experiments.transfer import transfer
 
-    _set_threads(args.threads)
     p = _stage_params(args, "transfer")
+    _set_threads(args, p)
     transfer(p, args.source, Path(args.models), Path(args.data), Path(args.features), Path(args.models_out), Path(args.out), progress=not args.quiet)
 
 
 def cmd_noise(args) -> None:
     from bivrec.experiments.noise import noise
 
-    _set_threads(args.threads)
     p = _stage_params(args, "noise")
+    _set_threads(args, p)
     noise(p, Path(args.models), Path(args.data), Path(args.features), Path(args.out))
 
 
@@ -156,8 +173,8 @@ def cmd_efficiency(args) -> None:
 def cmd_interests(args) -> None:
     from bivrec.experiments.interests import interests
 
-    _set_threads(args.threads)
     p = _stage_params(args, "interests")
+    _set_threads(args, p)
     interests(p, Path(args.model), Path(args.data), Path(args.features), Path(args.out))
 
 
@@ -175,9 +192,16 @@ def build_parser() -> argparse.ArgumentParser:
     def stage(name: str, func, help_text: str) -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=help_text, description=help_text)
         sp.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
-        sp.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+        sp.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: the params' train.threads, or features.<modality>.threads)")
         sp.set_defaults(func=func)
         return sp
+
+    sp = stage("params", cmd_params, "write one job's params file: the values of --params its stage reads")
+    sp.add_argument("--stage", dest="for_stage", required=True, choices=sorted(STAGE_PARAMS))
+    sp.add_argument("--dataset")
+    sp.add_argument("--run")
+    sp.add_argument("--values", help="the stage's values as JSON, instead of selecting them from --params")
+    sp.add_argument("--out", required=True, help="e.g. .bivrec/params/train/<dataset>/<run>.yaml")
 
     sp = stage("download", cmd_download, "fetch (or generate) a dataset's raw files")
     sp.add_argument("--dataset", required=True)
@@ -263,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--data", required=True, help="processed data root (dataset statistics)")
     sp.add_argument("--features", required=True, help="features root (encoder sidecars)")
     sp.add_argument("--out", required=True, help="results folder")
-    assert set(sub.choices) == set(STAGE_PARAMS) - set(STAGE_ALIASES), "every stage in bivrec.stages needs a command"
+    assert set(sub.choices) - {"params"} == set(STAGE_PARAMS) - set(STAGE_ALIASES), "every stage in bivrec.stages needs a command"
     return parser
 
 

@@ -123,7 +123,7 @@ def select(params: dict, keys: list[str]) -> dict:
 
 def resolve_run(params: dict, run: str) -> tuple[str, dict]:
     """Model name and flat model config (shared ``model`` keys + the model's section + overrides)."""
-    variant = params["variants"].get(run, {"model": run})
+    variant = params.get("variants", {}).get(run, {"model": run})  # a job's params hold only its own variants
     model_name = variant["model"]
     shared = {k: v for k, v in params["model"].items() if not isinstance(v, dict)}
     own = copy.deepcopy(params["model"].get(model_name, {}))

@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_every_stage_has_a_command():
     commands = set(build_parser()._subparsers._group_actions[0].choices)
-    assert commands == set(STAGE_PARAMS) - set(STAGE_ALIASES)
+    assert commands - {"params"} == set(STAGE_PARAMS) - set(STAGE_ALIASES)  # params writes a job's params file
     assert set(STAGE_ALIASES.values()) <= commands  # an alias runs an existing command
 
 
@@ -71,3 +71,23 @@ def test_resume_state_never_lands_on_the_output_itself(tmp_path, monkeypatch):
     out = tmp_path / "models" / "run"  # absolute: must still map inside the resume root
     assert runs.resume_dir_for(out) == Path(".bivrec/resume") / str(out).lstrip("/")
     assert runs.resume_dir_for(Path("models/run")) == Path(".bivrec/resume/models/run")
+
+
+def test_a_job_params_file_holds_its_keys_and_serves_only_its_job(tmp_path, capsys):
+    from bivrec.stages import read_stage_params
+
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    out = tmp_path / "sasrec.yaml"
+    assert main(["params", "--params", str(ROOT / "params.yaml"), "--stage", "train", "--dataset", "synthetic",
+                 "--run", "sasrec", "--out", str(out)]) == 0
+    selected = read_stage_params(out, "train", run="sasrec")
+    assert selected["model"]["sasrec"] == params["model"]["sasrec"] and "bivrec" not in selected["model"]
+    assert selected["train"] == params["train"] and "variants" not in selected
+    assert read_stage_params(ROOT / "params.yaml", "train", run="sasrec") == selected
+    first = out.read_bytes()
+    main(["params", "--params", str(ROOT / "params.yaml"), "--stage", "train", "--dataset", "synthetic", "--run", "sasrec", "--out", str(out)])
+    assert out.read_bytes() == first  # the same values, the same bytes: nothing downstream reruns
+    code = main(["train", "--params", str(out), "--run", "bivrec", "--data", "d", "--features", "f", "--out", str(tmp_path / "o")])
+    assert code == 2 and "not for {'run': 'bivrec'}" in capsys.readouterr().err
+    code = main(["evaluate", "--params", str(out), "--model", "m", "--data", "d", "--features", "f", "--out", "o.json", "--per-user", "p"])
+    assert code == 2 and "holds the params of the train stage, not of evaluate" in capsys.readouterr().err

@@ -120,7 +120,7 @@ def test_experiment_params_are_checked_on_load(tmp_path):
 
 
 def test_parallel_jobs_return_results_in_order():
-    assert run_jobs([(math.sqrt, 4.0), (math.sqrt, 9.0), (math.sqrt, 16.0)], workers=2) == [2.0, 3.0, 4.0]
+    assert run_jobs([(math.sqrt, 4.0), (math.sqrt, 9.0), (math.sqrt, 16.0)], workers=2, threads=1) == [2.0, 3.0, 4.0]
 
 
 # --- interests helpers --------------------------------------------------------------------------------

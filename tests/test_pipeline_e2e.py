@@ -37,6 +37,8 @@ TINY_GRIDS = {
 }
 # what a change of the model section reruns: training, everything that reads trained runs, and the report
 AFTER_TRAINING = {"train", "evaluate", "cold_start", "ablation", "sensitivity", "transfer", "noise", "efficiency", "interests", "report"}
+# what a change of model.sasrec reruns: the SASRec run and what reads every main run
+AFTER_SASREC = {"train", "evaluate", "cold_start", "noise", "efficiency", "report"}
 
 pytestmark = pytest.mark.slow
 
@@ -54,8 +56,14 @@ def run(cmd: list[str], cwd: Path, timeout: int = 600) -> str:
 
 
 def planned_rules(workdir: Path) -> set[str]:
+    """The rules of the jobs a dry run plans, less the params files' (stage_params) and the target."""
     log = run([BIN / "snakemake", "--cores", "1", "--dry-run", "--quiet", "rules"], workdir)
-    return set(re.findall(r"^(\w+)\s+\d+$", log, re.M)) - {"total", "all"}
+    return set(re.findall(r"^(\w+)\s+\d+$", log, re.M)) - {"total", "all", "stage_params"}
+
+
+def planned_outputs(workdir: Path) -> set[str]:
+    log = run([BIN / "snakemake", "--cores", "1", "--dry-run"], workdir)
+    return {path for line in re.findall(r"^\s+output: (.+)$", log, re.M) for path in line.split(", ")}
 
 
 def write_params(workdir: Path, update: dict) -> None:
@@ -122,6 +130,28 @@ def test_model_param_change_reruns_only_training_and_after(workdir):
         write_params(workdir, {})
 
 
+def test_editing_one_model_reruns_only_its_runs(workdir):
+    write_params(workdir, {"model": {"sasrec": {"n_layers": 1}}})
+    try:
+        assert planned_rules(workdir) == AFTER_SASREC
+        planned = planned_outputs(workdir)
+        assert {p for p in planned if p.startswith(("models/", ".bivrec/params/"))} == {
+            "models/synthetic/sasrec", ".bivrec/params/train/synthetic/sasrec.yaml"}
+        assert {p for p in planned if p.startswith("results/metrics/")} == {
+            "results/metrics/synthetic/sasrec.json", "results/metrics/synthetic/sasrec.per_user.parquet"}
+    finally:
+        write_params(workdir, {})
+
+
+def test_every_job_leaves_a_log_and_a_benchmark(workdir):
+    assert "train" in (workdir / "logs/stage_params/train/synthetic/bivrec.log").read_text()
+    assert (workdir / "logs/train/synthetic/bivrec.log").stat().st_size > 0
+    benchmark = pd.read_csv(workdir / "logs/train/synthetic/bivrec.benchmark.tsv", sep="\t")
+    assert {"s", "max_rss"} <= set(benchmark.columns) and benchmark.loc[0, "s"] > 0
+    for rule in AFTER_TRAINING | {"download", "preprocess", "extract_image_features", "extract_text_features"}:
+        assert list((workdir / "logs" / rule).rglob("*.benchmark.tsv")), rule
+
+
 def test_text_encoder_change_reruns_text_features_and_after(workdir):
     write_params(workdir, {"features": {"text": {"template": "{title}"}}})
     try:
@@ -130,21 +160,63 @@ def test_text_encoder_change_reruns_text_features_and_after(workdir):
         write_params(workdir, {})
 
 
-def test_dvc_adopts_the_outputs_and_tracks_the_same_params(workdir):
+@pytest.fixture(scope="module")
+def dvc_workdir(workdir):
+    """The Snakemake outputs adopted by DVC."""
     run([BIN / "dvc", "init", "--no-scm", "-q"], workdir)
     run([BIN / "dvc", "commit", "--force", "-q"], workdir)
-    assert "up to date" in run([BIN / "dvc", "status"], workdir).lower()
-    # DVC rewrote the outputs (new mtimes): Snakemake must still see nothing to do
-    assert planned_rules(workdir) == set()
+    return workdir
 
+
+def test_dvc_adopts_the_outputs_and_snakemake_still_plans_nothing(dvc_workdir):
+    assert "up to date" in run([BIN / "dvc", "status"], dvc_workdir).lower()
+    # DVC rewrote the outputs (new mtimes): Snakemake must still see nothing to do
+    assert planned_rules(dvc_workdir) == set()
+
+
+def test_dvc_gives_the_numbers_snakemake_gave(dvc_workdir):
+    """train.threads holds under both tools, whatever the environment says (Snakemake sets
+    OMP_NUM_THREADS to a job's threads, DVC passes on the caller's): the same weights, the same metrics."""
+    metrics = dvc_workdir / "results/metrics/synthetic/bivrec.json"
+    by_snakemake = json.loads(metrics.read_text())
+    env = {k: v for k, v in ENV.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    out = subprocess.run([BIN / "dvc", "repro", "--force", "--single-item", "train@synthetic-bivrec", "evaluate@synthetic-bivrec"],
+                         cwd=dvc_workdir, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "Running stage 'train@synthetic-bivrec'" in out.stdout + out.stderr
+    by_dvc = json.loads(metrics.read_text())
+    assert by_dvc["metrics"] == by_snakemake["metrics"]
+    assert by_dvc["fingerprint"] == by_snakemake["fingerprint"]
+
+
+def test_dvc_reruns_only_the_runs_of_an_edited_model(dvc_workdir):
+    write_params(dvc_workdir, {"model": {"sasrec": {"n_layers": 1}}})
+    try:
+        status = json.loads(run([BIN / "dvc", "status", "--json"], dvc_workdir))
+        # only the params files' stages see a change: DVC cannot list one run's model keys itself
+        assert {name.split("@")[0] for name in status} == {"params_train", "params_ablation", "params_sensitivity", "params_transfer"}, status
+        log = run([BIN / "dvc", "repro"], dvc_workdir)
+        ran = set(re.findall(r"Running stage '([\w@-]+)'", log))
+        assert {name for name in ran if not name.startswith("params_")} == {
+            "train@synthetic-sasrec", "evaluate@synthetic-sasrec", "cold_start@synthetic", "noise@synthetic",
+            "efficiency@synthetic", "report"}, log
+    finally:
+        write_params(dvc_workdir, {})
+        run([BIN / "dvc", "repro"], dvc_workdir)  # back to the fixture's state
+    assert planned_rules(dvc_workdir) == set()
+
+
+def test_dvc_tracks_the_same_params(dvc_workdir):
+    workdir = dvc_workdir
     write_params(workdir, {"model": {"dim": 24}})
     try:
         status = json.loads(run([BIN / "dvc", "status", "--json"], workdir))
         changed = {name.split("@")[0] for name in status}
-        assert changed == {"train", "ablation", "sensitivity", "transfer"}, status  # the stages that read model:
+        # the stages that read model: list it through their params files
+        assert changed == {"params_train", "params_ablation", "params_sensitivity", "params_transfer"}, status
         log = run([BIN / "dvc", "repro"], workdir)
-        ran = set(re.findall(r"Running stage '(\w+)", log))
-        assert ran == AFTER_TRAINING, log
+        ran = set(re.findall(r"Running stage '([a-z_]+)", log))
+        assert ran == AFTER_TRAINING | {"params_train", "params_ablation", "params_sensitivity", "params_transfer"}, log
         assert "up to date" in run([BIN / "dvc", "status"], workdir).lower()
     finally:
         write_params(workdir, {})

@@ -20,10 +20,11 @@ def setting_params(params: dict, base_run: str, name: str, overrides: dict) -> d
     unknown = sorted(set(overrides) - set(model_cfg))
     if unknown:
         raise ParamsError(f"params.yaml: setting {name!r} overrides {unknown}, which are not keys of model.{model_name}")
-    base = params["variants"].get(base_run, {"model": base_run})
+    variants = params.get("variants", {})  # a job's params hold only the variants of the base run's model
+    base = variants.get(base_run, {"model": base_run})
     merged = {**copy.deepcopy(base.get("overrides", {})), **copy.deepcopy(overrides)}
     out = copy.deepcopy(params)
-    out["variants"] = {**params["variants"], name: {"model": model_name, "overrides": merged}}
+    out["variants"] = {**variants, name: {"model": model_name, "overrides": merged}}
     return out
 
 

@@ -35,24 +35,26 @@ def train_and_score(params: dict, name: str, data_dir: Path, features_dir: Path,
     return score_run(params, out_dir, data_dir, features_dir)
 
 
-def _single_threaded(job):
+def _with_threads(threads: int, job: tuple):
     import torch
 
-    torch.set_num_threads(1)  # like a Snakemake train job: the same numbers as the main runs
+    torch.set_num_threads(threads)  # like a main run's train job: the same numbers as the main runs
     return job[0](*job[1:])
 
 
-def run_jobs(jobs: list[tuple], workers: int) -> list:
-    """Call each ``(function, *args)`` job, up to ``workers`` at once in separate processes with one CPU
-    thread each (``workers`` = 1: one after the other in this process). Results in the jobs' order."""
+def run_jobs(jobs: list[tuple], workers: int, threads: int) -> list:
+    """Call each ``(function, *args)`` job with ``threads`` CPU threads (``train.threads``), up to
+    ``workers`` at once in separate processes (``workers`` = 1: one after the other in this process).
+    Results in the jobs' order."""
     if workers <= 1 or len(jobs) <= 1:
-        return [job[0](*job[1:]) for job in jobs]
+        return [_with_threads(threads, job) for job in jobs]
+    import functools
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     # spawn, not fork: a forked copy of a process that already ran torch can deadlock in its thread pool
     with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=multiprocessing.get_context("spawn")) as pool:
-        return list(pool.map(_single_threaded, jobs))
+        return list(pool.map(functools.partial(_with_threads, threads), jobs))
 
 
 def score_settings(
@@ -75,7 +77,7 @@ def score_settings(
         (train_and_score, setting_params(params, base_run, name, settings[name]), name, data_dir, features_dir, models_dir / name, progress and workers <= 1)
         for name in to_train
     ]
-    out.update(zip(to_train, run_jobs(jobs, workers)))
+    out.update(zip(to_train, run_jobs(jobs, workers, params["train"]["threads"])))
     return {name: out[name] for name in settings}
 
 

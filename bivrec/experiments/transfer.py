@@ -60,7 +60,7 @@ def transfer(params: dict, source: str, source_models: Path, target_data: Path, 
         (train_and_score, budget, run, target_data, target_features, models_dir / name, progress and workers <= 1, init)
         for name, init in starts.items()
     ]
-    for name, (summary, _) in zip(starts, run_jobs(jobs, workers)):
+    for name, (summary, _) in zip(starts, run_jobs(jobs, workers, params["train"]["threads"])):
         rows[name] = {key: summary[key] for key in ("metrics", "metrics_std", "test_users", "best_step")}
     results = {"settings": cfg, "source": source, "target": target, "run": run, "train": budget["train"], "rows": rows}
     write_json(out, results)

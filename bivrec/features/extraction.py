@@ -64,15 +64,15 @@ def usable_cores() -> int:
 def cpu_threads(device: torch.device, setting: int | str, reserved: int = 0):
     """Intra-op threads for a CPU forward, restored afterwards (torch's setting is process-wide).
 
-    ``auto`` takes the process's torch thread budget (all cores, or what ``--threads`` set) minus
-    ``reserved`` for our own DataLoader workers: a forward whose threads get preempted stalls at
-    every parallel region, which on 2 busy cores made it several times slower.
+    ``auto`` takes the cores this process may run on (the same under Snakemake and DVC, whatever
+    OMP_NUM_THREADS says) minus ``reserved`` for our own DataLoader workers: a forward whose threads get
+    preempted stalls at every parallel region, which on 2 busy cores made it several times slower.
     """
     if device.type != "cpu":
         yield
         return
     previous = torch.get_num_threads()
-    torch.set_num_threads(max(1, previous - reserved) if setting == "auto" else int(setting))
+    torch.set_num_threads(max(1, usable_cores() - reserved) if setting == "auto" else int(setting))
     try:
         yield
     finally:

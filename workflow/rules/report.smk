@@ -6,6 +6,7 @@ DVC_PLOTS = ["training_curves", "metric_comparison", "noise", "sensitivity"]  # 
 
 rule report:
     input:
+        params=job_params("report"),
         metrics=expand("results/metrics/{dataset}/{run}.json", dataset=config["datasets"], run=config["runs"]),
         per_user=expand("results/metrics/{dataset}/{run}.per_user.parquet", dataset=config["datasets"], run=config["runs"]),
         experiments=expand("results/experiments/{dataset}/{name}.json", dataset=config["datasets"], name=EXPERIMENT_RESULTS),
@@ -26,7 +27,23 @@ rule report:
         summary="results/report.md",
         run_metrics=directory("results/summary"),  # dvc.yaml's metrics: one flat JSON per dataset and run
         plot_data=expand("results/plots/{plot}.csv", plot=DVC_PLOTS),
+    log:
+        log_file("report"),
+    benchmark:
+        benchmark_file("report")
     params:
-        stage=stage_params("report"),
+        code=CODE_DIGESTS["report"],
+        metrics=parent("metrics", 2),
+        experiments=parent("experiments", 2),
+        models=parent("models", 2),
+        data=parent("data"),
+        features=parent("features", 2),
+        out=parent("summary"),
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+        gpu=0,
     shell:
-        "python -m bivrec report --params {PARAMS} --metrics results/metrics --experiments results/experiments --models models --data data --features features --out results"
+        "python -m bivrec report --params {input.params} --metrics {params.metrics} --experiments {params.experiments}"
+        " --models {params.models} --data {params.data} --features {params.features} --out {params.out} > {log} 2>&1"

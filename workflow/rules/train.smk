@@ -1,24 +1,33 @@
 rule train:
     input:
+        params=job_params("train"),
         data="data/{dataset}",
         image="features/{dataset}/image",
         text="features/{dataset}/text",
     output:
         directory("models/{dataset}/{run}"),
+    log:
+        log_file("train"),
+    benchmark:
+        benchmark_file("train")
     params:
-        stage=stage_params("train"),
-    # train.gpus > 1: the command starts itself once per GPU under torchrun (DDP), each process with one
-    # thread and its own GPU; `--resources gpu=N` caps the GPUs the jobs running at once ask for
-    threads: config["train"].get("gpus", 1)
+        code=CODE_DIGESTS["train"],
+        features=parent("image"),
+    # train.gpus > 1: the command starts itself once per GPU under torchrun (DDP), each process with
+    # train.threads threads and its own GPU; `--resources gpu=N` caps the GPUs the jobs running at once ask for
+    threads: TRAIN_THREADS * config["train"].get("gpus", 1)
     resources:
-        gpu=lambda wildcards: config["train"].get("gpus", 1) if config["train"]["device"] != "cpu" else 0,
+        mem_mb=16000,
+        runtime=720,
+        gpu=gpus(config["train"]["device"]) * config["train"].get("gpus", 1),
     shell:
-        "python -m bivrec train --params {PARAMS} --run {wildcards.run} --data {input.data}"
-        " --features features/{wildcards.dataset} --out {output}"
+        "python -m bivrec train --params {input.params} --run {wildcards.run} --data {input.data}"
+        " --features {params.features} --out {output} > {log} 2>&1"
 
 
 rule evaluate:
     input:
+        params=job_params("evaluate"),
         model="models/{dataset}/{run}",
         data="data/{dataset}",
         image="features/{dataset}/image",
@@ -26,9 +35,18 @@ rule evaluate:
     output:
         metrics="results/metrics/{dataset}/{run}.json",
         per_user="results/metrics/{dataset}/{run}.per_user.parquet",
+    log:
+        log_file("evaluate"),
+    benchmark:
+        benchmark_file("evaluate")
     params:
-        stage=stage_params("evaluate"),
-    threads: 1
+        code=CODE_DIGESTS["evaluate"],
+        features=parent("image"),
+    threads: TRAIN_THREADS
+    resources:
+        mem_mb=16000,
+        runtime=60,
+        gpu=gpus(config["train"]["device"]),
     shell:
-        "python -m bivrec evaluate --params {PARAMS} --model {input.model} --data {input.data}"
-        " --features features/{wildcards.dataset} --out {output.metrics} --per-user {output.per_user}"
+        "python -m bivrec evaluate --params {input.params} --model {input.model} --data {input.data}"
+        " --features {params.features} --out {output.metrics} --per-user {output.per_user} > {log} 2>&1"
