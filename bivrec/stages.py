@@ -58,7 +58,7 @@ STAGE_WILDCARDS: dict[str, list[str]] = {
 _COMMON = ["bivrec/__init__.py", "bivrec/__main__.py", "bivrec/cli.py", "bivrec/config.py", "bivrec/stages.py",
            "bivrec/atomic.py", "bivrec/checksums.py", "bivrec/data/__init__.py", "bivrec/data/dataset.py"]
 _TRAINING = ["bivrec/models", "bivrec/train.py", "bivrec/runs.py", "bivrec/evaluate.py", "bivrec/device.py",
-             "bivrec/features/__init__.py", "bivrec/features/store.py"]
+             "bivrec/distributed.py", "bivrec/features/__init__.py", "bivrec/features/store.py"]
 
 #: Package code each stage runs (every module it imports: tests/test_config.py checks the import
 #: closure): DVC hashes these as deps, the Snakefile records their digest as a rule param, so editing a
