@@ -14,7 +14,7 @@ from pathlib import Path
 
 from bivrec.atomic import DISK_ERRNOS, OutputError
 from bivrec.config import ParamsError, load_params, select
-from bivrec.data.dataset import DataError
+from bivrec.errors import DataError
 from bivrec.stages import STAGE_ALIASES, STAGE_PARAMS, STAGE_WILDCARDS, read_stage_params, stage_keys, write_stage_params
 
 

@@ -56,9 +56,10 @@ STAGE_WILDCARDS: dict[str, list[str]] = {
 
 #: What every command runs before its stage's own code (the CLI, params loading, atomic outputs).
 _COMMON = ["bivrec/__init__.py", "bivrec/__main__.py", "bivrec/cli.py", "bivrec/config.py", "bivrec/stages.py",
-           "bivrec/atomic.py", "bivrec/checksums.py", "bivrec/data/__init__.py", "bivrec/data/dataset.py"]
+           "bivrec/atomic.py", "bivrec/checksums.py", "bivrec/errors.py"]
 _TRAINING = ["bivrec/models", "bivrec/train.py", "bivrec/runs.py", "bivrec/evaluate.py", "bivrec/device.py",
-             "bivrec/distributed.py", "bivrec/features/__init__.py", "bivrec/features/store.py"]
+             "bivrec/distributed.py", "bivrec/data/__init__.py", "bivrec/data/dataset.py",
+             "bivrec/features/__init__.py", "bivrec/features/store.py"]
 
 #: Package code each stage runs (every module it imports: tests/test_config.py checks the import
 #: closure): DVC hashes these as deps, the Snakefile records their digest as a rule param, so editing a
@@ -66,8 +67,8 @@ _TRAINING = ["bivrec/models", "bivrec/train.py", "bivrec/runs.py", "bivrec/evalu
 STAGE_CODE: dict[str, list[str]] = {
     "download": [*_COMMON, "bivrec/data"],
     "preprocess": [*_COMMON, "bivrec/data"],
-    "extract_image_features": [*_COMMON, "bivrec/features", "bivrec/device.py"],
-    "extract_text_features": [*_COMMON, "bivrec/features", "bivrec/device.py"],
+    "extract_image_features": [*_COMMON, "bivrec/features", "bivrec/device.py", "bivrec/data/__init__.py", "bivrec/data/dataset.py"],
+    "extract_text_features": [*_COMMON, "bivrec/features", "bivrec/device.py", "bivrec/data/__init__.py", "bivrec/data/dataset.py"],
     "train": [*_COMMON, *_TRAINING],
     "evaluate": [*_COMMON, *_TRAINING],
     **{stage: [*_COMMON, *_TRAINING, "bivrec/experiments"]

@@ -22,9 +22,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from bivrec.errors import DataError  # noqa: F401  (raised here, imported from here by most modules)
 
-class DataError(ValueError):
-    """Bad input data; the message names the file and the problem."""
 
 
 @dataclass
