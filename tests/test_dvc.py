@@ -84,7 +84,9 @@ def shared(tmp_path_factory):
 
     run(["git", "init", "-q"], repo)
     stages = run(["dvc", "stage", "list", "--name-only"], repo).split()
-    run(["dvc", "commit", "--force", "-q", *(s for s in stages if s != "report")], repo)  # adopt what the CLI wrote
+    params_stages = [s for s in stages if s.startswith("params_")]
+    run(["dvc", "repro", "-q", *params_stages], repo)  # the params files the training stages read
+    run(["dvc", "commit", "--force", "-q", *(s for s in stages if s != "report" and s not in params_stages)], repo)  # adopt what the CLI wrote
     log = run(["dvc", "repro"], repo)
     assert re.findall(r"Running stage '(\w+)", log) == ["report"], log
     run(["dvc", "remote", "add", "--default", "storage", remote], repo)
