@@ -205,6 +205,27 @@ def test_multiscale_patches_are_sums_aligned_on_the_latest_item():
     torch.testing.assert_close(positions, torch.tensor([4, 3, 2, 1, 0, 4.5, 2.5, 0.5]) / 5)
 
 
+def test_patches_of_a_length_divisible_by_the_size_equal_the_padded_sums_exactly():
+    """Without left padding the patches are summed from the items directly (no F.pad copy): the same
+    bits, forward and backward, as the padded path."""
+    torch.manual_seed(0)
+    embed = MultiScaleEmbedding(dim=8, max_len=20, patch_sizes=[1, 2, 4], dropout=0.0)
+    vecs = torch.randn(6, 20, 8, requires_grad=True)
+    mask = torch.rand(6, 20) > 0.3
+    captured = {}
+    embed.norm.register_forward_hook(lambda m, inp, out: captured.update(raw=inp[0]))
+    embed(vecs, mask)
+    masked, tokens = vecs * mask.unsqueeze(-1).float(), []
+    for index, size in enumerate((1, 2, 4)):  # the padded path step by step (autograd sums in creation order)
+        patches = masked if size == 1 else torch.nn.functional.pad(masked, (0, 0, 0, 0)).view(6, 20 // size, size, 8).sum(2)
+        tokens.append(patches + (embed.position(torch.arange(20 // size - 1, -1, -1)) + embed.scale.weight[index]))
+    reference = torch.cat(tokens, 1)
+    assert torch.equal(captured["raw"], reference)
+    weights = torch.randn_like(reference)
+    grads = [torch.autograd.grad((t * weights).sum(), vecs, retain_graph=True)[0] for t in (captured["raw"], reference)]
+    assert torch.equal(*grads)
+
+
 def test_full_softmax_loss_matches_cross_entropy_with_padding_masked():
     torch.manual_seed(0)
     user = torch.randn(5, 8, requires_grad=True)

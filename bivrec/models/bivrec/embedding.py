@@ -50,8 +50,11 @@ class MultiScaleEmbedding(nn.Module):
             if size == 1:  # the items themselves
                 patches, patch_mask = item_vecs, item_mask
             else:
-                patches = F.pad(item_vecs, (0, 0, pad, 0)).view(item_vecs.shape[0], n_patches, size, -1).sum(2)
-                patch_mask = F.pad(item_mask, (pad, 0)).view(item_mask.shape[0], n_patches, size).any(2)
+                # F.pad copies even when it adds nothing (pad 0: the length is a multiple of the size)
+                padded_vecs = F.pad(item_vecs, (0, 0, pad, 0)) if pad else item_vecs
+                padded_mask = F.pad(item_mask, (pad, 0)) if pad else item_mask
+                patches = padded_vecs.view(item_vecs.shape[0], n_patches, size, -1).sum(2)
+                patch_mask = padded_mask.view(item_mask.shape[0], n_patches, size).any(2)
             from_recent = torch.arange(n_patches - 1, -1, -1, device=item_vecs.device)
             patches = patches + (self.position(from_recent) + self.scale.weight[scale_index])  # one pass over [B, n, d]
             tokens.append(patches)
