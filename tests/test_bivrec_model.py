@@ -445,3 +445,22 @@ def test_fused_readout_ranks_identically_in_item_chunks():
         chunked = evaluate(model, split, [5, 10], user_batch_size=16, item_chunk_size=size)
         for key, values in full.per_user.items():
             np.testing.assert_array_equal(chunked.per_user[key], values, err_msg=f"{key} chunk {size}")
+
+
+@pytest.mark.parametrize("chunk_size", [None, 7])
+def test_fused_readout_kept_scores_equal_scoring_again(monkeypatch, chunk_size):
+    """The fused readout keeps its first pass's scores for the second when they fit its memory budget;
+    the scores it yields are the very numbers it yields when it recomputes them."""
+    import bivrec.models.bivrec.model as bivrec_model
+
+    torch.manual_seed(0)
+    model = build_model("bivrec", 30, random_features(30), model_cfg(readout="fused")).eval()
+    model.fit_counts(torch.randint(0, 12, (31,)).float())
+    history = torch.randint(0, 31, (9, 8))
+    table = model.item_table()
+    with torch.no_grad():
+        kept = [(start, scores.clone()) for start, scores in model.ranking_scores(history, table, chunk_size)]
+        monkeypatch.setattr(bivrec_model, "FUSED_SCORE_CACHE_BYTES", 0)
+        again = [(start, scores.clone()) for start, scores in model.ranking_scores(history, table, chunk_size)]
+    assert [s for s, _ in kept] == [s for s, _ in again]
+    assert all(torch.equal(a, b) for (_, a), (_, b) in zip(kept, again))

@@ -28,6 +28,8 @@ from bivrec.models.bivrec.embedding import MultiScaleEmbedding
 from bivrec.models.layers import buffer_view, full_softmax_loss, hard_readout, init_weights, item_chunks, max_interest_scores
 
 VIEWS = {"id": ("id",), "mm": ("mm",), "both": ("id", "mm")}
+#: memory the fused readout may hold a user batch's scores of every item in (both views), to score once
+FUSED_SCORE_CACHE_BYTES = 2**30
 READOUTS = ("auto", "id", "mm", "sum", "max", "fused")
 FUSIONS = ("concat", "sum")
 
@@ -217,15 +219,25 @@ class BiVRec(Recommender):
             user, table = views[view]
             return max_interest_scores(user, table[start:stop], buffer_view(out, rows, stop - start), buffer_view(work, rows, stop - start))
 
+        # the first pass's scores are kept for the second when both views' fit FUSED_SCORE_CACHE_BYTES
+        # (the same numbers as scoring again, at half the matrix products); otherwise they are recomputed
+        keep = 2 * rows * self.n_items * 4 <= FUSED_SCORE_CACHE_BYTES
+        kept: list[list[torch.Tensor]] = [[], []]
         log_norms = []
         for view in range(2):
             total = torch.full((rows, 1), float("-inf"), dtype=torch.float64, device=interests.device)
             for start, stop in chunks:
-                total = torch.logaddexp(total, view_scores(view, start, stop).double().logsumexp(1, keepdim=True))
+                if keep:
+                    user, table = views[view]
+                    kept[view].append(max_interest_scores(user, table[start:stop], None, buffer_view(work, rows, stop - start)))
+                scores = kept[view][-1] if keep else view_scores(view, start, stop)
+                total = torch.logaddexp(total, scores.double().logsumexp(1, keepdim=True))
             log_norms.append(total.float())
         trust_id = self.item_counts / (self.item_counts + self.fused_prior_count)
         log_trust_id, log_trust_mm = trust_id.log(), (1 - trust_id).log()
-        for start, stop in chunks:
-            log_p_id = view_scores(0, start, stop).sub(log_norms[0]).add_(log_trust_id[start:stop])
-            log_p_mm = view_scores(1, start, stop).sub_(log_norms[1]).add_(log_trust_mm[start:stop])
+        for index, (start, stop) in enumerate(chunks):
+            id_scores = kept[0][index] if keep else view_scores(0, start, stop)
+            log_p_id = id_scores.sub(log_norms[0]).add_(log_trust_id[start:stop])
+            mm_scores = kept[1][index] if keep else view_scores(1, start, stop)
+            log_p_mm = mm_scores.sub_(log_norms[1]).add_(log_trust_mm[start:stop])
             yield start, torch.logaddexp(log_p_id, log_p_mm)
