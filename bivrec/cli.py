@@ -53,14 +53,14 @@ def cmd_download(args) -> None:
 
     p = _stage_params(args, "download", dataset=args.dataset)
     dataset_cfg = expand_data_root(p["data"][args.dataset], data_root(p["data_root"]))
-    download(args.dataset, dataset_cfg, p["seed"], Path(args.out))
+    download(args.dataset, dataset_cfg, Path(args.out))
 
 
 def cmd_preprocess(args) -> None:
     from bivrec.data.preprocess import preprocess
 
     p = _stage_params(args, "preprocess", dataset=args.dataset)
-    stats = preprocess(args.dataset, p["data"][args.dataset], p["split"], p["seed"], Path(args.raw), Path(args.out))
+    stats = preprocess(args.dataset, p["data"][args.dataset], p["split"], Path(args.raw), Path(args.out))
     print(f"{args.dataset}: {stats}", file=sys.stderr)
 
 
@@ -91,7 +91,8 @@ def cmd_extract_image_features(args) -> None:
     p = _stage_params(args, "extract_image_features")
     items = _items(args.data)
     if not _import_shipped_features(args.data, "image", len(items), args.out):
-        extract_image_features(items, Path(args.raw), _feature_cfg(args, p, "image"), p["seed"], Path(args.out))
+        image_cfg = _feature_cfg(args, p, "image")
+        extract_image_features(items, Path(args.raw), image_cfg, image_cfg["seed"], Path(args.out))
 
 
 def cmd_extract_text_features(args) -> None:

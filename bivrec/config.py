@@ -63,8 +63,11 @@ def validate_params(params: dict, source: str = "params.yaml") -> dict:
 def _validate_experiments(params: dict, source: str) -> None:
     """Experiments name trained main runs, model keys of their run and a target dataset under data:."""
     experiments = params["experiments"]
+    enabled = experiments["enabled"]
+    if "sensitivity" in enabled and "ablation" not in enabled:
+        raise ParamsError(f"{source}: experiments.enabled lists sensitivity, which reuses the ablation's rows: enable ablation too")
     for name in ("ablation", "sensitivity", "transfer", "interests"):
-        if experiments[name]["run"] not in params["runs"]:
+        if name in enabled and experiments[name]["run"] not in params["runs"]:
             raise ParamsError(f"{source}: experiments.{name}.run {experiments[name]['run']!r} is not in runs (it must be a trained main run)")
     for name, keys in [
         *((f"ablation.variants.{row}", overrides) for row, overrides in experiments["ablation"]["variants"].items()),
@@ -76,6 +79,8 @@ def _validate_experiments(params: dict, source: str) -> None:
         if unknown:
             raise ParamsError(f"{source}: experiments.{name} has keys {unknown} that are not parameters of model.{model_name}")
     target = experiments["transfer"]["target"]
+    if "transfer" not in enabled:
+        return
     if target not in params["data"]:
         raise ParamsError(f"{source}: experiments.transfer.target {target!r} is not defined under data:")
     if target in params["datasets"]:

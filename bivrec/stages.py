@@ -23,9 +23,12 @@ RUN_MODEL = "<run model>"
 FAMILY = "<family of experiments.{}>"
 
 STAGE_PARAMS: dict[str, list[str]] = {
-    "download": ["seed", "data_root", "data.{dataset}"],
-    "preprocess": ["seed", "data.{dataset}", "split"],
-    "extract_image_features": ["seed", "features.image"],
+    # seeds by role: `seed` trains, `split.seed` splits users, a synthetic entry's `generator_seed`
+    # generates it and `features.image.seed` initialises an unpretrained encoder, so a new training
+    # seed never re-splits the data or re-extracts features
+    "download": ["data_root", "data.{dataset}"],
+    "preprocess": ["data.{dataset}", "split"],
+    "extract_image_features": ["features.image"],
     "extract_text_features": ["features.text"],
     "train": ["seed", RUN_MODEL, "train", "eval"],
     "evaluate": ["train.threads", "eval"],
@@ -38,7 +41,7 @@ STAGE_PARAMS: dict[str, list[str]] = {
     "noise": ["runs", "train.threads", "eval", "experiments.noise"],
     "efficiency": ["runs"],
     "interests": ["train.threads", "experiments.interests"],
-    "report": ["datasets", "runs", "eval.select_metric", "report"],
+    "report": ["datasets", "runs", "eval.select_metric", "experiments.enabled", "report"],
 }
 
 #: Stages that run another stage's command for the transfer experiment's target dataset (which need not

@@ -74,9 +74,24 @@ def test_resolve_run_merges_shared_model_and_overrides(params):
 
 def test_stage_slices_hold_only_listed_keys(params):
     sliced = select(params, stage_keys("preprocess", dataset="synthetic"))
-    assert set(sliced) == {"seed", "data", "split"}
+    assert set(sliced) == {"data", "split"}
     assert set(sliced["data"]) == {"synthetic"}
     assert set(STAGE_PARAMS) >= {"download", "preprocess", "train", "evaluate", "report"}
+
+
+def test_seeds_by_role_only_training_reads_the_training_seed():
+    readers = {stage for stage, keys in STAGE_PARAMS.items() if "seed" in keys}
+    assert readers == {"train", "ablation", "sensitivity", "transfer"}
+    assert "split" in STAGE_PARAMS["preprocess"] and "features.image" in STAGE_PARAMS["extract_image_features"]
+
+
+def test_experiments_enabled_limits_the_run_checks(params):
+    params = {**params, "runs": ["popularity", "sasrec"]}
+    with pytest.raises(ParamsError, match="experiments.ablation.run 'bivrec' is not in runs"):
+        validate_params(params)
+    validate_params({**params, "experiments": {**params["experiments"], "enabled": ["cold_start", "efficiency"]}})
+    with pytest.raises(ParamsError, match="reuses the ablation"):
+        validate_params({**params, "experiments": {**params["experiments"], "enabled": ["sensitivity"]}})
 
 
 def test_code_digest_follows_content(tmp_path):

@@ -36,7 +36,7 @@ def test_movielens1m_from_zip(tmp_path):
         archive.writestr("ml-1m/ratings.dat", "\n".join("::".join(map(str, r)) for r in ratings.itertuples(index=False)))
         archive.writestr("ml-1m/movies.dat", movies.encode("latin-1"))
     cfg = {"kind": "movielens1m", "sources": {"archive": {"url": "https://x/ml-1m.zip"}}}
-    stats = preprocess("ml", cfg, SPLIT, 0, tmp_path, tmp_path / "out")
+    stats = preprocess("ml", cfg, {**SPLIT, "seed": 0}, tmp_path, tmp_path / "out")
     assert (stats["users"], stats["interactions"]) == (10, 50)
     items = pd.read_parquet(tmp_path / "out" / "items.parquet")
     assert items["categories"].iloc[0] == "Comedy, Drama" and items["title"].iloc[0].startswith("Movie ")
@@ -56,8 +56,8 @@ def test_movielens100k_grouplens_entry_downloads_the_published_zip(tmp_path):
         archive.writestr("ml-100k/u.data", ratings.to_csv(sep="\t", index=False, header=False))
         archive.writestr("ml-100k/u.item", items.encode("latin-1"))
     cfg["mirror"] = str(tmp_path / "mirror")
-    download("ml100k_grouplens", cfg, 0, tmp_path / "raw")
-    stats = preprocess("ml100k_grouplens", cfg, SPLIT, 0, tmp_path / "raw", tmp_path / "out")
+    download("ml100k_grouplens", cfg, tmp_path / "raw")
+    stats = preprocess("ml100k_grouplens", cfg, {**SPLIT, "seed": 0}, tmp_path / "raw", tmp_path / "out")
     assert (stats["users"], stats["interactions"]) == (10, 50)
     items = pd.read_parquet(tmp_path / "out" / "items.parquet")
     assert items["categories"].eq("Comedy").all() and (items["image"] == "").all() and (items["description"] == "").all()
@@ -74,7 +74,7 @@ def test_movielens25m_text_from_tags_and_genome(tmp_path):
         archive.writestr("ml-25m/genome-scores.csv", "movieId,tagId,relevance\n1,1,0.9\n1,2,0.1\n2,2,0.7\n2,1,0.2\n")
     cfg = {"kind": "movielens25m", "sources": {"archive": {"url": "https://x/ml-25m.zip"}},
            "extra_text": ["tags", "genome"], "top_tags": 1}
-    preprocess("ml", cfg, SPLIT, 0, tmp_path, tmp_path / "out")
+    preprocess("ml", cfg, {**SPLIT, "seed": 0}, tmp_path, tmp_path / "out")
     items = pd.read_parquet(tmp_path / "out" / "items.parquet").set_index("original_id")
     assert items.loc["1", "title"] == "Film, part 1 (2001)"
     assert items.loc["1", "description"] == "Tags: space. Themes: dark."  # most frequent tag, most relevant theme
@@ -94,7 +94,7 @@ def _mmrec(tmp_path: Path, n_items=8, image_rows=None) -> dict:
 
 def test_mmrec_import_keeps_ids_and_aligns_features(tmp_path):
     cfg = _mmrec(tmp_path)
-    stats = preprocess("toy", cfg, SPLIT, 0, tmp_path, tmp_path / "out")
+    stats = preprocess("toy", cfg, {**SPLIT, "seed": 0}, tmp_path, tmp_path / "out")
     items = pd.read_parquet(tmp_path / "out" / "items.parquet")
     assert items["original_id"].tolist() == [str(i) for i in range(8)]  # MMRec item i -> index i + 1
     table = np.load(tmp_path / "out" / "imported_features" / "image.npy")
@@ -106,18 +106,18 @@ def test_mmrec_import_keeps_ids_and_aligns_features(tmp_path):
 def test_mmrec_feature_rows_must_match_items(tmp_path):
     cfg = _mmrec(tmp_path, image_rows=7)
     with pytest.raises(DataError, match=r"image_feat\.npy: expected 8 rows"):
-        preprocess("toy", cfg, SPLIT, 0, tmp_path, tmp_path / "out")
+        preprocess("toy", cfg, {**SPLIT, "seed": 0}, tmp_path, tmp_path / "out")
     bad = np.ones((8, 4), np.float32)
     bad[2, 1] = np.nan
     np.save(tmp_path / "image_feat.npy", bad)
     with pytest.raises(DataError, match=r"image_feat\.npy: contains NaN or inf"):
-        preprocess("toy", cfg, SPLIT, 0, tmp_path, tmp_path / "out")
+        preprocess("toy", cfg, {**SPLIT, "seed": 0}, tmp_path, tmp_path / "out")
 
 
 def test_mmrec_non_numeric_ids_are_refused(tmp_path):
     (tmp_path / "toy.inter").write_text("userID\titemID\trating\ttimestamp\tx_label\n0\tB00X\t5\t1\t0\n")
     with pytest.raises(DataError, match=r"toy\.inter: column 'itemID' must hold integer ids; row 0 has 'B00X'"):
-        preprocess("toy", {"kind": "mmrec", "sources": {"inter": {"url": "x/toy.inter"}}}, SPLIT, 0, tmp_path, tmp_path / "o")
+        preprocess("toy", {"kind": "mmrec", "sources": {"inter": {"url": "x/toy.inter"}}}, {**SPLIT, "seed": 0}, tmp_path, tmp_path / "o")
 
 
 def test_authors_split_user_in_two_files_is_refused(tmp_path):
@@ -126,7 +126,7 @@ def test_authors_split_user_in_two_files_is_refused(tmp_path):
         (tmp_path / f"toy_{name}.txt").write_text("\n".join(lines) + "\n")
     cfg = {"kind": "bivrec_split", "sources": {n: {"url": f"x/toy_{n}.txt"} for n in ("train", "valid", "test")}}
     with pytest.raises(DataError, match="user 2 appears in more than one"):
-        preprocess("toy", cfg, SPLIT, 0, tmp_path, tmp_path / "out")
+        preprocess("toy", cfg, {**SPLIT, "seed": 0}, tmp_path, tmp_path / "out")
 
 
 def test_amazon_metadata_must_be_python_literals(tmp_path):
@@ -134,13 +134,13 @@ def test_amazon_metadata_must_be_python_literals(tmp_path):
     (tmp_path / "meta.json.gz").write_bytes(gzip.compress(b"{'asin': 'A1', 'title': 'broken\n"))
     cfg = {"kind": "amazon2014", "sources": {"reviews": {"url": "x/reviews.json.gz"}, "meta": {"url": "x/meta.json.gz"}}}
     with pytest.raises(DataError, match=r"meta\.json\.gz: line 1 is not a Python literal"):
-        preprocess("toy", cfg, SPLIT, 0, tmp_path, tmp_path / "out")
+        preprocess("toy", cfg, {**SPLIT, "seed": 0}, tmp_path, tmp_path / "out")
 
 
 def test_missing_raw_file_names_it(tmp_path):
     cfg = {"kind": "movielens1m", "sources": {"archive": {"url": "https://x/ml-1m.zip"}}}
     with pytest.raises(DataError, match=r"ml-1m\.zip: file not found"):
-        preprocess("ml", cfg, SPLIT, 0, tmp_path, tmp_path / "out")
+        preprocess("ml", cfg, {**SPLIT, "seed": 0}, tmp_path, tmp_path / "out")
 
 
 # ---- real data (read-only, never copied into the repo) -------------------------------------------
@@ -159,16 +159,16 @@ def params():
 
 @needs_baby
 def test_real_baby_mmrec_import(params, tmp_path):
-    download("baby_mmrec", params["data"]["baby_mmrec"], 0, tmp_path / "raw")
-    stats = preprocess("baby_mmrec", params["data"]["baby_mmrec"], params["split"], params["seed"], tmp_path / "raw", tmp_path / "data")
+    download("baby_mmrec", params["data"]["baby_mmrec"], tmp_path / "raw")
+    stats = preprocess("baby_mmrec", params["data"]["baby_mmrec"], params["split"], tmp_path / "raw", tmp_path / "data")
     assert (stats["users"], stats["items"], stats["interactions"]) == (19_445, 7_050, 160_792)
 
 
 @needs_baby
 def test_real_baby_authors_split(params, tmp_path):
     cfg = params["data"]["baby_bivrec"]
-    download("baby_bivrec", cfg, 0, tmp_path / "raw")
-    stats = preprocess("baby_bivrec", cfg, params["split"], params["seed"], tmp_path / "raw", tmp_path / "data")
+    download("baby_bivrec", cfg, tmp_path / "raw")
+    stats = preprocess("baby_bivrec", cfg, params["split"], tmp_path / "raw", tmp_path / "data")
     assert (stats["train_users"], stats["valid_users"], stats["test_users"]) == (15_576, 1_894, 1_975)
     assert (stats["items"], stats["interactions"]) == (7_050, 160_792)
     items = pd.read_parquet(tmp_path / "data" / "items.parquet")
@@ -189,8 +189,8 @@ def test_real_baby_authors_split(params, tmp_path):
 @needs_ml100k
 def test_real_movielens100k_with_posters(params, tmp_path):
     cfg = params["data"]["ml100k"]
-    download("ml100k", cfg, 0, tmp_path / "raw")
-    stats = preprocess("ml100k", cfg, params["split"], params["seed"], tmp_path / "raw", tmp_path / "data")
+    download("ml100k", cfg, tmp_path / "raw")
+    stats = preprocess("ml100k", cfg, params["split"], tmp_path / "raw", tmp_path / "data")
     assert (stats["users"], stats["items"], stats["interactions"]) == (943, 1_682, 100_000)
     assert stats["items_with_image"] == 1_663  # 19 movies have no poster
     items = pd.read_parquet(tmp_path / "data" / "items.parquet")

@@ -212,7 +212,7 @@ def _amazon_fixture(server) -> dict:
 def test_amazon_dataset_through_a_mirror_end_to_end(server, tmp_path, capsys):
     cfg = _amazon_fixture(server)
     raw = tmp_path / "raw" / "toy"
-    download("toy", cfg, 0, raw)
+    download("toy", cfg, raw)
     record = json.loads((raw / "checksums.json").read_text())
     assert record["sources"]["reviews"]["sha256"] == sha(server.files["/mirror/reviews_Toy_5.json.gz"])
     assert record["images"] == {"requested": 5, "failed": 1}
@@ -220,7 +220,7 @@ def test_amazon_dataset_through_a_mirror_end_to_end(server, tmp_path, capsys):
     assert not (tmp_path / "raw" / "toy.partial").exists()
 
     split = {"valid_ratio": 0.25, "test_ratio": 0.25, "history_ratio": 0.8, "min_sequence_length": 3}
-    stats = preprocess("toy", cfg, split, 0, raw, tmp_path / "data")
+    stats = preprocess("toy", cfg, {**split, "seed": 0}, raw, tmp_path / "data")
     assert (stats["users"], stats["items"], stats["interactions"]) == (12, 6, 48)
     items = pd.read_parquet(tmp_path / "data" / "items.parquet").set_index("original_id")
     assert items.loc["B000", "image"] == "images/B000.jpg" and (raw / "images/B000.jpg").is_file()
@@ -230,7 +230,7 @@ def test_amazon_dataset_through_a_mirror_end_to_end(server, tmp_path, capsys):
     assert items.loc["B001", "categories"] == "Baby > Toys"
 
     before = len(server.requests)
-    download("toy", cfg, 0, raw)  # rerun: everything present and valid is reused
+    download("toy", cfg, raw)  # rerun: everything present and valid is reused
     assert [r[0] for r in server.requests[before:]] == ["/images/B004.jpg"]  # only the failed image is tried again
 
 
@@ -239,9 +239,9 @@ def test_failed_download_leaves_no_raw_folder_and_resumes(server, tmp_path):
     meta = server.files.pop("/mirror/meta_Toy.json.gz")
     raw = tmp_path / "raw" / "toy"
     with pytest.raises(DownloadError, match="meta_Toy.json.gz: HTTP 404"):
-        download("toy", cfg, 0, raw)
+        download("toy", cfg, raw)
     assert not raw.exists() and (tmp_path / "raw" / "toy.partial" / "reviews_Toy_5.json.gz").exists()
     server.files["/mirror/meta_Toy.json.gz"] = meta
-    download("toy", cfg, 0, raw)
+    download("toy", cfg, raw)
     assert len(server.hits("/mirror/reviews_Toy_5.json.gz")) == 1  # kept from the failed run
     assert (raw / "meta_Toy.json.gz").read_bytes() == meta

@@ -54,7 +54,7 @@ def _preprocess(frame: pd.DataFrame, folder: Path, split: dict, seed: int) -> di
     items = items.assign(title="t", description="", categories="", image="")
     items.to_json(raw / "items.jsonl", orient="records", lines=True)
     try:
-        return preprocess("p", {"kind": "synthetic"}, split, seed, raw, folder / "data")
+        return preprocess("p", {"kind": "synthetic"}, {**split, "seed": seed}, raw, folder / "data")
     except DataError as error:  # too few users left for a split: a clear refusal, not a property case
         assert "split is empty" in str(error) or "no users left" in str(error)
         reject()

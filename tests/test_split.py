@@ -8,7 +8,8 @@ import pytest
 
 from bivrec.data.dataset import DataError
 from bivrec.data.preprocess import k_core, preprocess
-from bivrec.data.split import TEST, TRAIN, VALID, assign_users, history_lengths, split_tables
+from bivrec.config import ParamsError
+from bivrec.data.split import TEST, TRAIN, VALID, assign_user_fold, assign_users, history_lengths, split_tables
 from bivrec.data.validate import handle_duplicates, require_columns, require_no_missing, require_numeric_ids
 
 SPLIT = {"valid_ratio": 0.2, "test_ratio": 0.2, "history_ratio": 0.8, "min_sequence_length": 3}
@@ -20,6 +21,31 @@ def test_assign_users_is_seeded_and_sized():
     assert (a == assign_users(1000, 0.1, 0.15, seed=1)).all()
     assert (a != assign_users(1000, 0.1, 0.15, seed=2)).any()
     assert np.bincount(a).tolist() == [750, 100, 150]
+
+
+def test_user_folds_test_every_user_exactly_once():
+    folds = [assign_user_fold(943, 0.1, fold, 5, seed=3407) for fold in range(5)]
+    test_count = sum((codes == TEST).astype(int) for codes in folds)
+    assert (test_count == 1).all()  # every user is a test user in exactly one fold
+    for codes in folds:
+        assert np.bincount(codes, minlength=3)[VALID] == 94  # round(0.1 * 943), never a test user
+        assert abs(int((codes == TEST).sum()) - 943 / 5) <= 1
+    assert (folds[0] == assign_user_fold(943, 0.1, 0, 5, seed=3407)).all()
+    assert (folds[0] != assign_user_fold(943, 0.1, 0, 5, seed=1)).any()
+    with pytest.raises(ParamsError, match="index must be in"):
+        assign_user_fold(10, 0.1, 5, 5, seed=0)
+
+
+def test_preprocess_honours_user_fold(tmp_path):
+    _write_raw(tmp_path / "raw", _toy(n_users=30))
+    tested = []
+    for fold in range(3):
+        cfg = {**CFG, "user_fold": {"index": fold, "of": 3}}
+        preprocess("toy", cfg, {**SPLIT, "seed": 3}, tmp_path / "raw", tmp_path / f"f{fold}")
+        tested.append(set(pd.read_parquet(tmp_path / f"f{fold}" / "split" / "test.parquet")["user"]))
+        expected = np.flatnonzero(assign_user_fold(30, SPLIT["valid_ratio"], fold, 3, 3) == TEST)
+        assert tested[-1] == set(expected.tolist())
+    assert set().union(*tested) == set(range(30)) and sum(map(len, tested)) == 30
 
 
 def test_history_is_first_80_percent():
@@ -70,9 +96,9 @@ def _toy(n_users=20, length=6, seed=0):
 
 def test_same_seed_gives_byte_identical_files(tmp_path):
     _write_raw(tmp_path / "raw", _toy())
-    preprocess("toy", CFG, SPLIT, 3, tmp_path / "raw", tmp_path / "a")
-    preprocess("toy", CFG, SPLIT, 3, tmp_path / "raw", tmp_path / "b")
-    preprocess("toy", CFG, SPLIT, 4, tmp_path / "raw", tmp_path / "c")
+    preprocess("toy", CFG, {**SPLIT, "seed": 3}, tmp_path / "raw", tmp_path / "a")
+    preprocess("toy", CFG, {**SPLIT, "seed": 3}, tmp_path / "raw", tmp_path / "b")
+    preprocess("toy", CFG, {**SPLIT, "seed": 4}, tmp_path / "raw", tmp_path / "c")
     for name in ["items.parquet", "interactions.parquet", "split/train.parquet", "split/valid.parquet", "split/test.parquet", "stats.json"]:
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
     assert (tmp_path / "a/split/test.parquet").read_bytes() != (tmp_path / "c/split/test.parquet").read_bytes()
@@ -87,7 +113,7 @@ def test_order_is_chronological_with_stable_ties(tmp_path):
         }
     )
     _write_raw(tmp_path / "raw", frame)
-    preprocess("toy", CFG, {**SPLIT, "valid_ratio": 0.0, "test_ratio": 0.5}, 0, tmp_path / "raw", tmp_path / "out")
+    preprocess("toy", CFG, {**SPLIT, "valid_ratio": 0.0, "test_ratio": 0.5, "seed": 0}, tmp_path / "raw", tmp_path / "out")
     inter = pd.read_parquet(tmp_path / "out" / "interactions.parquet")
     items = pd.read_parquet(tmp_path / "out" / "items.parquet").set_index("item")["original_id"]
     u1 = inter[inter["user"] == 1]  # users are numbered in sorted original-id order: u0 -> 0, u1 -> 1
@@ -97,9 +123,9 @@ def test_order_is_chronological_with_stable_ties(tmp_path):
 def test_empty_after_filtering_and_empty_split_are_errors(tmp_path):
     _write_raw(tmp_path / "raw", _toy(n_users=5, length=4))
     with pytest.raises(DataError, match="no users left after filtering"):
-        preprocess("toy", {**CFG, "k_core": 50}, SPLIT, 0, tmp_path / "raw", tmp_path / "out")
+        preprocess("toy", {**CFG, "k_core": 50}, {**SPLIT, "seed": 0}, tmp_path / "raw", tmp_path / "out")
     with pytest.raises(DataError, match="the valid split is empty"):
-        preprocess("toy", CFG, {**SPLIT, "valid_ratio": 0.01}, 0, tmp_path / "raw", tmp_path / "out")
+        preprocess("toy", CFG, {**SPLIT, "valid_ratio": 0.01, "seed": 0}, tmp_path / "raw", tmp_path / "out")
     assert not (tmp_path / "out").exists()  # nothing half-written
 
 
@@ -124,10 +150,10 @@ def test_duplicates_dropped_or_refused(tmp_path):
 
     toy = _toy(n_users=10)
     _write_raw(tmp_path / "raw", pd.concat([toy, toy.iloc[:3]]))
-    stats = preprocess("toy", CFG, SPLIT, 0, tmp_path / "raw", tmp_path / "out")
+    stats = preprocess("toy", CFG, {**SPLIT, "seed": 0}, tmp_path / "raw", tmp_path / "out")
     assert stats["interactions"] == len(toy)
     with pytest.raises(DataError, match="duplicate"):
-        preprocess("toy", {**CFG, "duplicates": "error"}, SPLIT, 0, tmp_path / "raw", tmp_path / "out2")
+        preprocess("toy", {**CFG, "duplicates": "error"}, {**SPLIT, "seed": 0}, tmp_path / "raw", tmp_path / "out2")
 
 
 def test_nan_timestamp_is_an_error(tmp_path):
@@ -135,4 +161,4 @@ def test_nan_timestamp_is_an_error(tmp_path):
     toy.loc[4, "timestamp"] = np.nan
     _write_raw(tmp_path / "raw", toy)
     with pytest.raises(DataError, match=r"interactions\.csv: column 'timestamp' has 1 missing"):
-        preprocess("toy", CFG, SPLIT, 0, tmp_path / "raw", tmp_path / "out")
+        preprocess("toy", CFG, {**SPLIT, "seed": 0}, tmp_path / "raw", tmp_path / "out")

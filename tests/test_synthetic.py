@@ -35,7 +35,7 @@ SPLIT = {"valid_ratio": 0.1, "test_ratio": 0.1, "history_ratio": 0.8, "min_seque
 @pytest.fixture(scope="module")
 def raw(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("synthetic") / "raw"
-    download("synthetic", SMALL, 7, folder)
+    download("synthetic", {**SMALL, "generator_seed": 7}, folder)
     return folder
 
 
@@ -139,7 +139,7 @@ def test_cold_items_are_rare_but_have_content(raw):
 
 
 def test_preprocess_roundtrip(raw, tmp_path):
-    stats = preprocess("synthetic", SMALL, SPLIT, 7, raw, tmp_path / "data")
+    stats = preprocess("synthetic", SMALL, {**SPLIT, "seed": 7}, raw, tmp_path / "data")
     inter = pd.read_csv(raw / "interactions.csv")
     assert stats["users"] == SMALL["n_users"]
     assert stats["interactions"] == len(inter)

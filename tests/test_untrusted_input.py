@@ -58,7 +58,7 @@ def test_local_image_urls_are_allowed_only_inside_a_configured_local_mirror(tmp_
     cfg = {"kind": "amazon2014", "mirror": str(mirror), "images": True, "download": SETTINGS,
            "sources": {"reviews": {"url": "http://x/reviews.json.gz"}, "meta": {"url": "http://x/meta.json.gz"}}}
     raw = tmp_path / "raw"
-    download("toy", cfg, 0, raw)
+    download("toy", cfg, raw)
     assert [p.name for p in (raw / "images").iterdir()] == ["A1.jpg"]
     failed = pd.read_csv(raw / "images_failed.csv")
     assert failed["name"].tolist() == ["A2.jpg"] and "is outside the local mirror" in failed["error"][0]
@@ -126,8 +126,8 @@ def test_archive_members_never_reach_the_file_system(tmp_path):
         archive.writestr("ml-1m/movies.dat", "\n".join(f"{m}::Movie {m} (1999)::Drama" for m in range(1, 7)))
         archive.writestr("../escaped.txt", "outside the folder")
         archive.writestr(str(tmp_path / "absolute.txt"), "absolute path")
-    split = {"valid_ratio": 0.2, "test_ratio": 0.2, "history_ratio": 0.8, "min_sequence_length": 3}
-    stats = preprocess("ml", {"kind": "movielens1m", "sources": {"archive": {"url": "https://x/ml-1m.zip"}}}, split, 0,
+    split = {"valid_ratio": 0.2, "test_ratio": 0.2, "history_ratio": 0.8, "min_sequence_length": 3, "seed": 0}
+    stats = preprocess("ml", {"kind": "movielens1m", "sources": {"archive": {"url": "https://x/ml-1m.zip"}}}, split,
                        raw, tmp_path / "data")
     assert stats["interactions"] == 66
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "raw"]

@@ -222,14 +222,14 @@ def _image_jobs(cfg: dict, staging: Path) -> tuple[pd.DataFrame | None, Path | N
     return None, None
 
 
-def download(dataset: str, dataset_cfg: dict, seed: int, out_dir: Path) -> None:
+def download(dataset: str, dataset_cfg: dict, out_dir: Path) -> None:
     """Write ``raw/<dataset>/``: generated for kind ``synthetic``, fetched from its sources otherwise."""
     out_dir = Path(out_dir)
     if dataset_cfg["kind"] == "synthetic":
-        from bivrec.data.synthetic import SEED_KEY, generate
+        from bivrec.data.synthetic import DEFAULT_GENERATOR_SEED, SEED_KEY, generate
 
         with atomic_path(out_dir) as tmp:
-            generate(dataset_cfg, dataset_cfg.get(SEED_KEY, seed), tmp)
+            generate(dataset_cfg, dataset_cfg.get(SEED_KEY, DEFAULT_GENERATOR_SEED), tmp)
         return
 
     settings = {**DOWNLOAD_DEFAULTS, **dataset_cfg.get("download", {})}

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 from bivrec.atomic import atomic_path
 from bivrec.config import ParamsError
 from bivrec.data.dataset import DataError
-from bivrec.data.split import TRAIN, assign_users, split_counts, split_tables, write_split
+from bivrec.data.split import TRAIN, assign_user_fold, assign_users, split_counts, split_tables, write_split
 from bivrec.data.validate import (
     handle_duplicates,
     note,
@@ -163,7 +163,7 @@ def _parquet(frame: pd.DataFrame, path: Path) -> None:
     pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path, compression="zstd")
 
 
-def preprocess(dataset: str, dataset_cfg: dict, split_cfg: dict, seed: int, raw_dir: Path, out_dir: Path) -> dict:
+def preprocess(dataset: str, dataset_cfg: dict, split_cfg: dict, raw_dir: Path, out_dir: Path) -> dict:
     """Build ``data/<dataset>/`` from ``raw/<dataset>/``; returns the statistics written to stats.json."""
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
     if not raw_dir.is_dir():
@@ -182,8 +182,13 @@ def preprocess(dataset: str, dataset_cfg: dict, split_cfg: dict, seed: int, raw_
     if "rating" in frame:
         interactions["rating"] = frame["rating"].to_numpy(np.float32)[order]
 
-    if raw.imported_split is None:
-        split_code = assign_users(user_ids.size, split_cfg["valid_ratio"], split_cfg["test_ratio"], seed)
+    fold = dataset_cfg.get("user_fold")
+    if raw.imported_split is not None and fold is not None:
+        raise DataError(f"{raw.source}: the dataset ships its own user split; user_fold cannot apply")
+    if fold is not None:
+        split_code = assign_user_fold(user_ids.size, split_cfg["valid_ratio"], fold["index"], fold["of"], split_cfg["seed"])
+    elif raw.imported_split is None:
+        split_code = assign_users(user_ids.size, split_cfg["valid_ratio"], split_cfg["test_ratio"], split_cfg["seed"])
     else:
         split_code = raw.imported_split.reindex(pd.Index(user_ids).astype(raw.imported_split.index.dtype)).to_numpy()
         if pd.isna(split_code).any():
@@ -192,7 +197,7 @@ def preprocess(dataset: str, dataset_cfg: dict, split_cfg: dict, seed: int, raw_
     tables = split_tables(interactions["user"].to_numpy(), interactions["item"].to_numpy(), split_code, split_cfg["history_ratio"])
     for name in ("valid", "test"):
         ratio = split_cfg[f"{name}_ratio"]
-        if tables[name].num_rows == 0 and (ratio > 0 or raw.imported_split is not None):
+        if tables[name].num_rows == 0 and (ratio > 0 or raw.imported_split is not None or fold is not None):
             raise DataError(f"{raw.source}: the {name} split is empty (split.{name}_ratio={ratio}, {user_ids.size} users)")
 
     item_table = _item_table(raw, item_ids, raw_dir)

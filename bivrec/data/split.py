@@ -33,6 +33,28 @@ def assign_users(n_users: int, valid_ratio: float, test_ratio: float, seed: int)
     return code
 
 
+def assign_user_fold(n_users: int, valid_ratio: float, fold: int, folds: int, seed: int) -> np.ndarray:
+    """Split codes for fold ``fold`` of ``folds``: the seeded permutation cut into ``folds`` equal parts,
+    part ``fold`` is the test users, ``valid_ratio`` of all users after it (cyclically) validate.
+
+    Over folds 0..folds-1 of one seed every user is a test user exactly once, so per-user metrics pool
+    into one paired test over all users while each fold still selects its model on its own validation.
+    """
+    if not 0 <= fold < folds or folds < 2:
+        raise ParamsError(f"user_fold: index must be in [0, of) with of >= 2 (got index {fold}, of {folds})")
+    order = np.random.default_rng(seed).permutation(n_users)
+    bounds = np.round(np.linspace(0, n_users, folds + 1)).astype(np.int64)
+    test = order[bounds[fold] : bounds[fold + 1]]
+    rest = np.concatenate([order[bounds[fold + 1] :], order[: bounds[fold]]])
+    n_valid = int(round(n_users * valid_ratio))
+    if n_valid >= rest.size:
+        raise ParamsError(f"user_fold: split.valid_ratio {valid_ratio} leaves no training user")
+    code = np.full(n_users, TRAIN, dtype=np.int8)
+    code[test] = TEST
+    code[rest[:n_valid]] = VALID
+    return code
+
+
 def _list_array(values: np.ndarray, lengths: np.ndarray) -> pa.ListArray:
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
     return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(values, pa.int64()))

@@ -36,9 +36,11 @@ from PIL import Image, ImageDraw
 from bivrec.config import ParamsError
 
 #: keys of ``data.synthetic`` read by the shared preprocessing, not by the generator
-PREPROCESSING_KEYS = ("kind", "k_core", "duplicates")
-#: the generator's seed when it is not params.yaml's ``seed`` (another catalogue from the same generator)
+PREPROCESSING_KEYS = ("kind", "k_core", "duplicates", "user_fold")
+#: the generator's seed (another seed gives another catalogue from the same generator); only the
+#: download stage reads it, so the split and training seeds never regenerate the data
 SEED_KEY = "generator_seed"
+DEFAULT_GENERATOR_SEED = 3407
 DEFAULTS = {
     "n_users": 2500,
     "n_items": 1200,

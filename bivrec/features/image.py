@@ -248,7 +248,7 @@ def _extract_image_features(items: pd.DataFrame, image_root: Path, cfg: dict, se
     if has_image.any() and not mask.any():
         # a few bad files among good ones are masked (crawled images often are); none readable at all
         # means the images are not images, or not where the items say: the user's to fix
-        ResumeChunks(out_dir).remove()
+        ResumeChunks(out_dir).retire()
         _, path, error = unreadable[0]
         raise DataError(f"{image_root}: none of the {int(has_image.sum())} item image(s) is a readable image, "
                         f"e.g. {path} ({error})")
@@ -266,7 +266,7 @@ def _extract_image_features(items: pd.DataFrame, image_root: Path, cfg: dict, se
         **runtime_record(device, precision, **_library_versions(cfg["family"])),
     }
     sidecar = write_modality(out_dir, table, mask, sidecar, unreadable)
-    ResumeChunks(out_dir).remove()
+    ResumeChunks(out_dir).retire()
     elapsed = time.perf_counter() - started
     log.info("image features: %d items, %d encoded, %d unreadable, %d-d, %.1fs (%.1f items/s)",
              n_items, int(mask.sum()), len(unreadable), encoder.dim, elapsed, n_items / max(elapsed, 1e-9))

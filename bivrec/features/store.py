@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,11 +138,14 @@ class ResumeChunks:
 
     A chunk is stored under a key that hashes the encoder description together with the ids and
     input digests of its items, so a changed model, image or text can never reuse a stale chunk:
-    it simply is not found, and :meth:`prune` deletes it.
+    it simply is not found, and :meth:`prune` deletes it. When the extraction ends, its chunks move
+    to a shared cache (:func:`feature_cache_dir`), where another dataset with the same items and
+    inputs (e.g. a user fold of the same catalogue) finds them instead of encoding again.
     """
 
     def __init__(self, out_dir: str | Path):
         self.folder = Path(f"{Path(out_dir)}.partial")
+        self.cache = feature_cache_dir()
 
     @staticmethod
     def key(encoder_key: str, items: np.ndarray, digests: list[str]) -> str:
@@ -150,19 +154,17 @@ class ResumeChunks:
             digest.update(f"\n{item}:{item_digest}".encode())
         return digest.hexdigest()[:32]
 
-    def _path(self, key: str) -> Path:
-        return self.folder / f"{key}.npz"
-
     def load(self, key: str) -> dict[str, np.ndarray] | None:
-        path = self._path(key)
-        if not path.exists():
-            return None
-        with np.load(path, allow_pickle=False) as chunk:
-            return {name: chunk[name] for name in chunk.files}
+        for folder in (self.folder, self.cache):
+            path = folder / f"{key}.npz" if folder is not None else None
+            if path is not None and path.exists():
+                with np.load(path, allow_pickle=False) as chunk:
+                    return {name: chunk[name] for name in chunk.files}
+        return None
 
     def save(self, key: str, **arrays: np.ndarray) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        with atomic_path(self._path(key)) as tmp:
+        with atomic_path(self.folder / f"{key}.npz") as tmp:
             with open(tmp, "wb") as handle:  # a handle, so numpy does not append ".npz" to the name
                 np.savez(handle, **arrays)
 
@@ -173,8 +175,23 @@ class ResumeChunks:
                 if path.stem not in keep:
                     path.unlink()
 
-    def remove(self) -> None:
+    def retire(self) -> None:
+        """The extraction is complete: hand its chunks to the shared cache, then drop the folder."""
+        if self.cache is not None and self.folder.is_dir():
+            self.cache.mkdir(parents=True, exist_ok=True)
+            for path in self.folder.glob("*.npz"):
+                os.replace(path, self.cache / path.name)  # same file system: atomic, no copy
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+#: environment variable naming the shared chunk cache; "off" disables it
+FEATURE_CACHE_ENV = "BIVREC_FEATURE_CACHE"
+
+
+def feature_cache_dir() -> Path | None:
+    """Shared cache of encoded chunks (default ``.bivrec/feature_cache`` under the working directory)."""
+    setting = os.environ.get(FEATURE_CACHE_ENV, ".bivrec/feature_cache")
+    return None if setting.strip().lower() in ("", "off", "0", "false") else Path(setting)
 
 
 def import_precomputed(

@@ -188,7 +188,7 @@ def _extract_text_features(items: pd.DataFrame, cfg: dict, out_dir: Path, device
                          transformers=transformers.__version__),
     }
     sidecar = write_modality(out_dir, table, mask, sidecar)
-    ResumeChunks(out_dir).remove()
+    ResumeChunks(out_dir).retire()
     elapsed = time.perf_counter() - started
     log.info("text features: %d items, %d with text, %d-d, %.1fs (%.1f items/s)",
              n_items, int(has_text.sum()), dim, elapsed, n_items / max(elapsed, 1e-9))

@@ -204,25 +204,46 @@ def build_report(params: dict, metrics_root: Path, experiments_root: Path, model
         "(two-sided Wilcoxon signed-rank over test users, p < 0.05)." + over_seeds,
     )
     write_table(dataset_table(params, data_root), out_root / "tables" / "datasets", "Dataset statistics")
-    cold, cold_per_dataset = cold_start_table(params, experiments_root, select_metric)
-    write_table(cold, out_root / "tables" / "cold_start", f"Cold start ({select_metric})", rank_marks(cold))
+    enabled = params["experiments"]["enabled"]
 
-    ablation, ablation_spread, ablation_marks, control_notes, ablation_seeds = ablation_table(params, experiments_root)
-    write_table(
-        ablation, out_root / "tables" / "ablation", "Ablation: test metrics of the full model and each setting",
-        marks=None, sig=ablation_marks, spread=ablation_spread if ablation_seeds > 1 else None,
-        note=f"* = differs from the full model (two-sided Wilcoxon signed-rank over test users, p < {SIGNIFICANCE_LEVEL}); "
-        + (f"mean ± std over {ablation_seeds} training seeds. " if ablation_seeds > 1 else "one training seed. ")
-        + " ".join(control_notes),
-    )
-    transfer, transfer_notes = transfer_table(params, experiments_root)
-    write_table(transfer, out_root / "tables" / "transfer", "Cross-dataset transfer: test metrics on the target dataset",
-                rank_marks(transfer), note="; ".join(transfer_notes) + ".")
-    efficiency, devices = efficiency_table(params, experiments_root)
-    write_table(efficiency, out_root / "tables" / "efficiency", "Efficiency of every run",
-                note=f"Measured on {', '.join(devices)}; timings depend on the machine and its load.")
+    def not_run_table(name: str, caption: str) -> None:
+        write_table(pd.DataFrame(index=pd.Index([], name="setting")), out_root / "tables" / name, caption,
+                    note=f"Not run: {name} is not in experiments.enabled.")
 
-    colours = figures.palette([*params["runs"], *ablation.index])
+    cold_per_dataset = {}
+    if "cold_start" in enabled:
+        cold, cold_per_dataset = cold_start_table(params, experiments_root, select_metric)
+        write_table(cold, out_root / "tables" / "cold_start", f"Cold start ({select_metric})", rank_marks(cold))
+    else:
+        not_run_table("cold_start", f"Cold start ({select_metric})")
+
+    ablation_rows = []
+    if "ablation" in enabled:
+        ablation, ablation_spread, ablation_marks, control_notes, ablation_seeds = ablation_table(params, experiments_root)
+        ablation_rows = list(ablation.index)
+        write_table(
+            ablation, out_root / "tables" / "ablation", "Ablation: test metrics of the full model and each setting",
+            marks=None, sig=ablation_marks, spread=ablation_spread if ablation_seeds > 1 else None,
+            note=f"* = differs from the full model (two-sided Wilcoxon signed-rank over test users, p < {SIGNIFICANCE_LEVEL}); "
+            + (f"mean ± std over {ablation_seeds} training seeds. " if ablation_seeds > 1 else "one training seed. ")
+            + " ".join(control_notes),
+        )
+    else:
+        not_run_table("ablation", "Ablation: test metrics of the full model and each setting")
+    if "transfer" in enabled:
+        transfer, transfer_notes = transfer_table(params, experiments_root)
+        write_table(transfer, out_root / "tables" / "transfer", "Cross-dataset transfer: test metrics on the target dataset",
+                    rank_marks(transfer), note="; ".join(transfer_notes) + ".")
+    else:
+        not_run_table("transfer", "Cross-dataset transfer: test metrics on the target dataset")
+    if "efficiency" in enabled:
+        efficiency, devices = efficiency_table(params, experiments_root)
+        write_table(efficiency, out_root / "tables" / "efficiency", "Efficiency of every run",
+                    note=f"Measured on {', '.join(devices)}; timings depend on the machine and its load.")
+    else:
+        not_run_table("efficiency", "Efficiency of every run")
+
+    colours = figures.palette([*params["runs"], *ablation_rows])
     histories = {
         dataset: {run: pd.read_csv(models_root / dataset / run / "history.csv") for run in params["runs"]}
         for dataset in params["datasets"]
@@ -233,16 +254,22 @@ def build_report(params: dict, metrics_root: Path, experiments_root: Path, model
         for dataset in params["datasets"]
     }
     figures.grouped_bars(comparison, "test metric", out_root / "figures" / "metric_comparison", colours)
-    figures.grouped_bars(cold_per_dataset, f"test {select_metric}", out_root / "figures" / "cold_start", colours)
     at_k = select_metric.split("@")[1]
     curve_metrics = [f"recall@{at_k}", f"ndcg@{at_k}"]
-    experiments = {
-        name: {dataset: _read_json(experiments_root / dataset / f"{name}.json") for dataset in params["datasets"]}
-        for name in ("noise", "sensitivity", "interests")
+    drawers = {
+        "cold_start": lambda _, stem: figures.grouped_bars(cold_per_dataset, f"test {select_metric}", stem, colours),
+        "noise": lambda results, stem: figures.noise_curves(results, curve_metrics, stem, colours),
+        "sensitivity": lambda results, stem: figures.sensitivity_lines(results, curve_metrics, stem, colours),
+        "interests": lambda results, stem: figures.interest_maps(results, stem),
     }
-    figures.noise_curves(experiments["noise"], curve_metrics, out_root / "figures" / "noise", colours)
-    figures.sensitivity_lines(experiments["sensitivity"], curve_metrics, out_root / "figures" / "sensitivity", colours)
-    figures.interest_maps(experiments["interests"], out_root / "figures" / "interests")
+    for name, draw in drawers.items():
+        stem = out_root / "figures" / name
+        if name not in enabled:
+            figures.not_run(stem, f"Not run: {name} is not in experiments.enabled.")
+        elif name == "cold_start":
+            draw(None, stem)
+        else:
+            draw({dataset: _read_json(experiments_root / dataset / f"{name}.json") for dataset in params["datasets"]}, stem)
 
     run_values = {
         (dataset, run): {metric: float(table.at[run, table_column(params, dataset, metric)]) for metric in params["report"]["table_metrics"]}

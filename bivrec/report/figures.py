@@ -37,6 +37,14 @@ def save(fig, out_stem: Path) -> None:
     plt.close(fig)
 
 
+def not_run(out_stem: Path, reason: str) -> None:
+    """A figure whose experiment was not run: it says so instead of being missing."""
+    fig, ax = plt.subplots(figsize=(6, 1.2))
+    ax.axis("off")
+    ax.text(0.5, 0.5, reason, ha="center", va="center", wrap=True)
+    save(fig, out_stem)
+
+
 def training_curves(histories: dict[str, dict[str, pd.DataFrame]], metric: str, out_stem: Path, colours: dict) -> None:
     """Validation ``metric`` against training step; one panel per dataset, one line per run."""
     datasets = list(histories)
