@@ -262,14 +262,16 @@ def build_report(params: dict, metrics_root: Path, experiments_root: Path, model
         "sensitivity": lambda results, stem: figures.sensitivity_lines(results, curve_metrics, stem, colours),
         "interests": lambda results, stem: figures.interest_maps(results, stem),
     }
+    experiments = {  # a disabled experiment has no results: its figure says so, its plot data is empty
+        name: {dataset: _read_json(experiments_root / dataset / f"{name}.json") for dataset in params["datasets"]} if name in enabled else {}
+        for name in ("noise", "sensitivity", "interests")
+    }
     for name, draw in drawers.items():
         stem = out_root / "figures" / name
         if name not in enabled:
             figures.not_run(stem, f"Not run: {name} is not in experiments.enabled.")
-        elif name == "cold_start":
-            draw(None, stem)
         else:
-            draw({dataset: _read_json(experiments_root / dataset / f"{name}.json") for dataset in params["datasets"]}, stem)
+            draw(experiments.get(name), stem)
 
     run_values = {
         (dataset, run): {metric: float(table.at[run, table_column(params, dataset, metric)]) for metric in params["report"]["table_metrics"]}
