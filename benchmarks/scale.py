@@ -10,7 +10,7 @@ Stages, each in its own process so its peak memory (RSS) is its own:
 - ``evaluate``: full ranking of the test users (16k) over all items, item-chunked with a running top-N
   (``eval.item_chunk_size``), BiVRec's fused readout; target <= 60 s, < 4 GB.
 
-    python benchmarks/scale.py --work /tmp/scale [--threads 2] [--users 160000] [--keep-raw] [--steps 20]
+    python benchmarks/scale.py --work scale_work [--threads 2] [--users 160000] [--keep-raw] [--steps 20]
 
 ``--users`` scales the user count down (items stay 60k) for a quick run. Prints one line per stage and a
 Markdown table at the end.
