@@ -52,13 +52,9 @@ class BiVRec(Recommender):
         dim, max_len, dropout = _option(cfg, "dim"), _option(cfg, "max_len"), _option(cfg, "dropout")
         n_interests = _option(cfg, "n_interests")
         self.views = VIEWS[_choice(cfg, "views", VIEWS)]
-        readout = _choice(cfg, "readout", READOUTS)
-        if readout == "auto":  # fused with both views (ranks cold items by content), else the only view
-            readout = "fused" if len(self.views) == 2 else self.views[0]
-        self.readout = readout
-        needed = ("id", "mm") if self.readout in ("sum", "max", "fused") else (self.readout,)
-        if not set(needed) <= set(self.views):
-            raise ValueError(f"model.bivrec.readout={readout!r} needs views {needed}, but views={cfg['views']!r}")
+        # filled by fit_counts(); NaN until then, so a forgotten call fails instead of ranking by content
+        self.register_buffer("item_counts", torch.full((n_items + 1,), float("nan")), persistent=False)
+        self.configure_readout(cfg)
         self.coarse_weight, self.fine_weight = float(_option(cfg, "coarse_weight")), float(_option(cfg, "fine_weight"))
         self.temperature = float(_option(cfg, "temperature"))
         self.coarse_form = _choice(cfg, "coarse_form", COARSE_FORMS)
@@ -98,19 +94,28 @@ class BiVRec(Recommender):
                     for view in self.views
                 }
             )
-        if self.readout == "fused":
-            self.fused_prior_count = float(_option(cfg, "fused_prior_count"))
-            if not self.fused_prior_count > 0:
-                raise ValueError(f"model.bivrec.fused_prior_count must be > 0, got {self.fused_prior_count}")
-            # filled by fit_counts(); NaN until then, so a forgotten call fails instead of ranking by content
-            self.register_buffer("item_counts", torch.full((n_items + 1,), float("nan")), persistent=False)
         self.apply(init_weights)
+
+    def configure_readout(self, cfg: dict) -> None:
+        """How items are scored at evaluation: ``cfg``'s ``readout`` and, for ``fused``, its
+        ``fused_prior_count``. No parameter depends on them, so a trained model can be scored under
+        another readout without retraining (benchmarks/validation_defaults.py)."""
+        readout = _choice(cfg, "readout", READOUTS)
+        if readout == "auto":  # fused with both views (ranks cold items by content), else the only view
+            readout = "fused" if len(self.views) == 2 else self.views[0]
+        needed = ("id", "mm") if readout in ("sum", "max", "fused") else (readout,)
+        if not set(needed) <= set(self.views):
+            raise ValueError(f"model.bivrec.readout={readout!r} needs views {needed}, but the model has views {self.views}")
+        if readout == "fused":
+            prior_count = float(_option(cfg, "fused_prior_count"))
+            if not prior_count > 0:
+                raise ValueError(f"model.bivrec.fused_prior_count must be > 0, got {prior_count}")
+            self.fused_prior_count = prior_count
+        self.readout = readout
 
     def fit_counts(self, counts: torch.Tensor) -> None:
         """Training interactions per item [N+1], which weigh the views in the fused readout (all zeros
         for a catalogue without training data: every item is then ranked by content)."""
-        if self.readout != "fused":
-            return
         if counts.shape != self.item_counts.shape:
             raise ValueError(f"item counts have shape {tuple(counts.shape)}; expected {tuple(self.item_counts.shape)}")
         if not bool(torch.all(counts >= 0)):
