@@ -361,6 +361,29 @@ def test_every_parameter_gets_gradient_in_both_mode(overrides):
     assert not missing
 
 
+def test_stop_gradient_keeps_the_cross_view_losses_off_one_view():
+    features, history, target = random_features(30), random_history(16, 10, 30, max_real=10), torch.randint(1, 31, (16,))
+
+    torch.manual_seed(0)
+    shared = build_model("bivrec", 30, features, model_cfg(coarse_weight=0.0, fine_weight=0.0)).state_dict()
+
+    def gradients(**overrides):
+        model = build_model("bivrec", 30, features, model_cfg(**overrides))
+        model.load_state_dict(shared, strict=False)  # the same weights; only the cross-view heads are extra
+        torch.manual_seed(1)  # the same Gumbel noise and dropout masks in every model
+        model.loss(history, target)[0].backward()
+        return {name: p.grad for name, p in model.named_parameters() if p.grad is not None}
+
+    alone = gradients(coarse_weight=0.0, fine_weight=0.0)
+    for stopped, moved in (("id", "mm"), ("mm", "id")):
+        coupled = gradients(cross_view_stop_gradient=stopped)
+        view_params = lambda view: [n for n in alone if n.startswith((f"embed.{view}.", f"decompose.{view}.", f"{view}_items"))]  # noqa: E731
+        assert view_params(stopped) and all(torch.allclose(coupled[n], alone[n], atol=1e-7) for n in view_params(stopped))
+        assert any(not torch.allclose(coupled[n], alone[n], atol=1e-7) for n in view_params(moved))
+    with pytest.raises(ValueError, match="cross_view_stop_gradient"):
+        build_model("bivrec", 30, features, model_cfg(cross_view_stop_gradient="both"))
+
+
 def test_ablation_switches_build_the_right_parts():
     features = random_features(30)
     id_only = build_model("bivrec", 30, None, model_cfg(views="id"))

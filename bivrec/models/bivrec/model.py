@@ -60,6 +60,9 @@ class BiVRec(Recommender):
         self.coarse_form = _choice(cfg, "coarse_form", COARSE_FORMS)
         self.coarse_symmetric = bool(_option(cfg, "coarse_symmetric"))
         self.fine_form = _choice(cfg, "fine_form", FINE_FORMS)
+        # "id" / "mm": that view's side of both cross-view losses is a fixed target, so the losses only
+        # move the other view (does the coarse loss pull the MM view toward the ID view? docs/paper.md)
+        self.stop_gradient = _choice(cfg, "cross_view_stop_gradient", ("none", "id", "mm"))
         allocation = _choice(cfg, "fine_allocation", ("soft", "hard"))
 
         if "id" in self.views:
@@ -171,6 +174,9 @@ class BiVRec(Recommender):
             interests = outputs[view][0]
             terms[f"rec_{view}"] = full_softmax_loss(hard_readout(interests, table[target]), table, target)
         total = sum(terms.values())
+        if self.cross_view and self.stop_gradient != "none":
+            stopped = outputs[self.stop_gradient]
+            outputs[self.stop_gradient] = tuple(part.detach() for part in stopped)
         if self.cross_view and self.coarse_weight > 0:
             id_user = self.summary["id"](outputs["id"][0].mean(1))
             mm_user = self.summary["mm"](outputs["mm"][0].mean(1))
