@@ -21,6 +21,7 @@ validate_params(config, "params.yaml (with --config/--configfile overrides)")
 wildcard_constraints:
     dataset="[A-Za-z0-9_]+",
     run="[A-Za-z0-9_]+",
+    point="[0-9]+",
 
 
 include: "workflow/rules/common.smk"

@@ -109,6 +109,10 @@ def cmd_train(args) -> int | None:
     from bivrec.runs import train_run
 
     p = _stage_params(args, "train", run=args.run)
+    if args.settings:
+        from bivrec.tune import apply_settings, read_choice
+
+        p = apply_settings(p, read_choice(Path(args.settings)))
     gpus = int(p["train"].get("gpus", 1))
     if gpus > 1 and not launched():  # data-parallel: this same command once per GPU, under torchrun
         Processes(0, gpus).share(p["train"]["batch_size"])  # a bad batch size fails here, once
@@ -116,6 +120,23 @@ def cmd_train(args) -> int | None:
     _set_threads(args, p)
     train_run(p, args.run, Path(args.data), Path(args.features), Path(args.out), progress=not args.quiet)
     return None
+
+
+def cmd_tune_point(args) -> None:
+    from bivrec.runs import train_run
+    from bivrec.tune import point_params
+
+    p = point_params(_stage_params(args, "tune_point", run=args.run, point=str(args.point)), args.point)
+    _set_threads(args, p)
+    train_run(p, args.run, Path(args.data), Path(args.features), Path(args.out), progress=not args.quiet)
+
+
+def cmd_tune_select(args) -> None:
+    from bivrec.tune import select
+
+    p = _stage_params(args, "tune_select", run=args.run)
+    result = select(p, [Path(folder) for folder in args.points], Path(args.out))
+    print(f"tune: point {result['winner']} wins on validation {result['metric']}: {result['settings']}", file=sys.stderr)
 
 
 def cmd_evaluate(args) -> None:
@@ -201,6 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--stage", dest="for_stage", required=True, choices=sorted(STAGE_PARAMS))
     sp.add_argument("--dataset")
     sp.add_argument("--run")
+    sp.add_argument("--point")
     sp.add_argument("--values", help="the stage's values as JSON, instead of selecting them from --params")
     sp.add_argument("--out", required=True, help="e.g. .bivrec/params/train/<dataset>/<run>.yaml")
 
@@ -227,7 +249,21 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--data", required=True)
     sp.add_argument("--features", required=True, help="features/<dataset> (with image/ and text/)")
     sp.add_argument("--out", required=True, help="e.g. models/<dataset>/<run>")
+    sp.add_argument("--settings", help="a tuning result (results/experiments/<dataset>/tune/<run>.json) whose winning settings apply")
     sp.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    sp = stage("tune_point", cmd_tune_point, "train one grid point of tune.grid (first training seed, validation only)")
+    sp.add_argument("--run", required=True)
+    sp.add_argument("--point", required=True, type=int, help="index into the grid's combinations")
+    sp.add_argument("--data", required=True)
+    sp.add_argument("--features", required=True, help="features/<dataset> (with image/ and text/)")
+    sp.add_argument("--out", required=True, help="e.g. models/tune/<dataset>/<run>/p<point>")
+    sp.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    sp = stage("tune_select", cmd_tune_select, "pick the grid point with the best validation score")
+    sp.add_argument("--run", required=True)
+    sp.add_argument("--points", required=True, nargs="+", help="the trained points' folders, in grid order")
+    sp.add_argument("--out", required=True, help="e.g. results/experiments/<dataset>/tune/<run>.json")
 
     sp = stage("evaluate", cmd_evaluate, "full-ranking test metrics of a trained run")
     sp.add_argument("--model", required=True, help="trained run folder")

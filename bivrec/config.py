@@ -51,6 +51,28 @@ def validate_params(params: dict, source: str = "params.yaml") -> dict:
         if unknown:
             raise ParamsError(f"{source}: variants.{run}.overrides has keys not in model.{variant['model']}: {unknown}")
     _validate_experiments(params, source)
+    for pool, members in params["report"].get("pools", {}).items():
+        missing = [name for name in members if name not in params["data"]]  # not run now: the pool is skipped
+        if missing:
+            raise ParamsError(f"{source}: report.pools.{pool} lists {missing}, which are not defined under data:")
+    tune = params["tune"]
+    # tune.runs / tune.datasets may name runs and datasets left out of this invocation (--config runs=...);
+    # only names that are no run at all are errors
+    unknown = [run for run in tune["runs"] if not isinstance(params["model"].get(params["variants"].get(run, {}).get("model", run)), dict)]
+    if unknown:
+        raise ParamsError(f"{source}: tune.runs lists {unknown}, which are neither a model nor a variant")
+    for dotted in tune["grid"]:
+        try:
+            get_key(params, dotted)
+        except ParamsError:
+            raise ParamsError(f"{source}: tune.grid key {dotted!r} is not a params key") from None
+    from bivrec.stages import stage_keys  # no cycle: stages imports config only inside functions
+
+    for run in [] if unknown else tune["runs"]:  # a grid point only holds the keys its run reads
+        read = stage_keys("tune_point", params, run=run, dataset="", point="0")
+        unread = [dotted for dotted in tune["grid"] if not any(dotted == key or dotted.startswith(key + ".") for key in read)]
+        if unread:
+            raise ParamsError(f"{source}: tune.grid keys {unread} are not read by tuned run {run!r}; tune it separately")
     metric_k = int(params["eval"].get("select_metric", "recall@20").split("@")[1])
     if metric_k not in params["eval"]["topk"]:
         raise ParamsError(f"{source}: eval.select_metric uses @{metric_k} but eval.topk is {params['eval']['topk']}")

@@ -31,6 +31,9 @@ STAGE_PARAMS: dict[str, list[str]] = {
     "extract_image_features": ["features.image"],
     "extract_text_features": ["features.text"],
     "train": ["seed", RUN_MODEL, "train", "eval"],
+    # a grid point reads the grid only: naming other tuned runs or datasets does not retrain it
+    "tune_point": ["seed", RUN_MODEL, "train", "eval", "tune.grid"],
+    "tune_select": ["eval.select_metric", "tune.grid"],
     "evaluate": ["train.threads", "eval"],
     "cold_start": ["runs", "train.threads", "eval", "experiments.cold_start"],
     # experiments that train extra runs read everything training reads
@@ -41,7 +44,7 @@ STAGE_PARAMS: dict[str, list[str]] = {
     "noise": ["runs", "train.threads", "eval", "experiments.noise"],
     "efficiency": ["runs"],
     "interests": ["train.threads", "experiments.interests"],
-    "report": ["datasets", "runs", "eval.select_metric", "experiments.enabled", "report"],
+    "report": ["datasets", "runs", "eval.select_metric", "experiments.enabled", "tune", "report"],
 }
 
 #: Stages that run another stage's command for the transfer experiment's target dataset (which need not
@@ -53,7 +56,8 @@ STAGE_PARAMS.update({alias: STAGE_PARAMS[stage] for alias, stage in STAGE_ALIASE
 
 #: The wildcards of a stage's jobs, in the order they name the job's params file.
 STAGE_WILDCARDS: dict[str, list[str]] = {
-    stage: (["dataset", "run"] if stage in ("train", "evaluate") else [] if stage == "report" else ["dataset"])
+    stage: (["dataset", "run"] if stage in ("train", "evaluate", "tune_select") else ["dataset", "run", "point"]
+            if stage == "tune_point" else [] if stage == "report" else ["dataset"])
     for stage in STAGE_PARAMS
 }
 
@@ -72,12 +76,14 @@ STAGE_CODE: dict[str, list[str]] = {
     "preprocess": [*_COMMON, "bivrec/data"],
     "extract_image_features": [*_COMMON, "bivrec/features", "bivrec/device.py", "bivrec/data/__init__.py", "bivrec/data/dataset.py"],
     "extract_text_features": [*_COMMON, "bivrec/features", "bivrec/device.py", "bivrec/data/__init__.py", "bivrec/data/dataset.py"],
-    "train": [*_COMMON, *_TRAINING],
+    "train": [*_COMMON, *_TRAINING, "bivrec/tune.py"],
+    "tune_point": [*_COMMON, *_TRAINING, "bivrec/tune.py"],
+    "tune_select": [*_COMMON, "bivrec/tune.py"],
     "evaluate": [*_COMMON, *_TRAINING],
     **{stage: [*_COMMON, *_TRAINING, "bivrec/experiments"]
        for stage in ("cold_start", "ablation", "sensitivity", "transfer", "noise", "interests")},
     "efficiency": [*_COMMON, *_TRAINING, "bivrec/experiments"],
-    "report": [*_COMMON, *_TRAINING, "bivrec/report"],
+    "report": [*_COMMON, *_TRAINING, "bivrec/report", "bivrec/tune.py"],
 }
 STAGE_CODE.update({alias: STAGE_CODE[stage] for alias, stage in STAGE_ALIASES.items()})
 # a file inside a listed folder is covered by the folder (DVC hashes each path once)

@@ -81,7 +81,7 @@ def test_stage_slices_hold_only_listed_keys(params):
 
 def test_seeds_by_role_only_training_reads_the_training_seed():
     readers = {stage for stage, keys in STAGE_PARAMS.items() if "seed" in keys}
-    assert readers == {"train", "ablation", "sensitivity", "transfer"}
+    assert readers == {"train", "tune_point", "ablation", "sensitivity", "transfer"}
     assert "split" in STAGE_PARAMS["preprocess"] and "features.image" in STAGE_PARAMS["extract_image_features"]
 
 

@@ -9,8 +9,10 @@ import pandas as pd
 
 from bivrec.atomic import write_text
 from bivrec.data.dataset import DataError
+from bivrec.evaluate import paired_significance
 from bivrec.report import dvc_files, figures
 from bivrec.report.tables import SIGNIFICANCE_LEVEL, rank_marks, significance_marks, write_table
+from bivrec.tune import is_tuned
 
 
 def _read_json(path: Path) -> dict:
@@ -46,6 +48,53 @@ def main_table(params: dict, metrics_root: Path) -> tuple[pd.DataFrame, pd.DataF
     table, spread = (pd.DataFrame(c).reindex(params["runs"]).rename_axis("model") for c in (columns, spread))
     sig = significance_marks(per_user, table, params["report"]["proposed_run"], dataset_of)
     return table, rank_marks(table), sig, spread, most_seeds
+
+
+def pooled_tables(params: dict, metrics_root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per pool (``report.pools``: datasets whose test users are disjoint, e.g. user folds): every run's
+    mean over all pooled test users, and the proposed run against each other run paired over those
+    users (difference, relative difference, two-sided Wilcoxon p-value)."""
+    metrics, proposed = params["report"]["table_metrics"], params["report"]["proposed_run"]
+    means, tests = {}, []
+    pools = complete_pools(params)
+    for pool, members in pools.items():
+        values = {
+            run: pd.concat([pd.read_parquet(metrics_root / dataset / f"{run}.per_user.parquet") for dataset in members], ignore_index=True)
+            for run in params["runs"]
+        }
+        for metric in metrics:
+            means[f"{pool} {metric}" if len(pools) > 1 else metric] = {run: float(v[metric].mean()) for run, v in values.items()}
+        if proposed not in values:
+            continue
+        for other in (run for run in params["runs"] if run != proposed):
+            for metric in metrics:
+                a, b = values[proposed][metric].to_numpy(), values[other][metric].to_numpy()
+                tests.append({"comparison": f"{pool}: {proposed} vs. {other}, {metric}", proposed: a.mean(), "other": b.mean(),
+                              "difference": a.mean() - b.mean(), "relative %": 100 * (a.mean() - b.mean()) / b.mean() if b.mean() else float("nan"),
+                              "p": f"{paired_significance(a, b):.2g}", "users": int(a.size), "datasets": len(members)})  # p: text, 2 significant digits
+    table = pd.DataFrame(means).rename_axis("model")
+    empty = pd.DataFrame(index=pd.Index([], name="comparison"))
+    return table, pd.DataFrame(tests).set_index("comparison") if tests else empty
+
+
+def complete_pools(params: dict) -> dict[str, list[str]]:
+    """The pools of ``report.pools`` whose every member is among this run's datasets (the others are skipped)."""
+    return {pool: members for pool, members in params["report"].get("pools", {}).items() if set(members) <= set(params["datasets"])}
+
+
+def tune_table(params: dict, experiments_root: Path) -> pd.DataFrame:
+    """Every grid point of every tuned run: its settings, best validation score and step; the winner marked."""
+    rows = []
+    for dataset in params["datasets"]:
+        for run in params["runs"]:
+            if not is_tuned(params, dataset, run):
+                continue
+            result = _read_json(experiments_root / dataset / "tune" / f"{run}.json")
+            for point in result["points"]:
+                rows.append({"point": f"{dataset} {run} p{point['point']}", **{k: str(v) for k, v in point["settings"].items()},
+                             f"valid {result['metric']}": point["valid"], "best step": int(point["best_step"]),
+                             "chosen": "yes" if point["point"] == result["winner"] else ""})
+    return pd.DataFrame(rows).set_index("point") if rows else pd.DataFrame(index=pd.Index([], name="point"))
 
 
 DATASET_COLUMNS = {"users": int, "items": int, "interactions": int, "avg_length": float, "density": float}
@@ -204,6 +253,20 @@ def build_report(params: dict, metrics_root: Path, experiments_root: Path, model
         "(two-sided Wilcoxon signed-rank over test users, p < 0.05)." + over_seeds,
     )
     write_table(dataset_table(params, data_root), out_root / "tables" / "datasets", "Dataset statistics")
+    tuning = tune_table(params, experiments_root)
+    write_table(tuning, out_root / "tables" / "tune", "Hyper-parameter selection on validation users",
+                note="Each grid point trained once (first training seed), early-stopped on validation; the chosen point's "
+                "settings train the main run for every seed, and only the main run is scored on the test split."
+                if len(tuning) else "No tuning: tune.grid, tune.runs or tune.datasets is empty for these datasets.")
+    pooled, pooled_tests = pooled_tables(params, metrics_root)
+    pools = complete_pools(params)
+    skipped = sorted(set(params["report"].get("pools", {})) - set(pools))
+    pool_note = ("; ".join(f"{pool} = {', '.join(members)}" for pool, members in pools.items()) or "No pools.") + (
+        f" Skipped (not every member among datasets): {', '.join(skipped)}." if skipped else "")
+    write_table(pooled, out_root / "tables" / "pooled", "Test metrics pooled over the test users of several datasets (e.g. user folds)",
+                rank_marks(pooled), note=pool_note)
+    write_table(pooled_tests, out_root / "tables" / "pooled_tests", f"{proposed} against every other run, paired over pooled test users",
+                note="Two-sided Wilcoxon signed-rank test over users; per-user values are means over training seeds. " + pool_note)
     enabled = params["experiments"]["enabled"]
 
     def not_run_table(name: str, caption: str) -> None:
@@ -285,11 +348,14 @@ def build_report(params: dict, metrics_root: Path, experiments_root: Path, model
     dvc_files.noise_data(experiments["noise"], curve_metrics, plots / "noise.csv")
     dvc_files.sensitivity_data(experiments["sensitivity"], curve_metrics, plots / "sensitivity.csv")
 
-    tables = ["main", "datasets", "cold_start", "ablation", "transfer", "efficiency"]
+    tables = ["main", "datasets", "tune", "pooled", "pooled_tests", "cold_start", "ablation", "transfer", "efficiency"]
     figure_names = ["training_curves", "metric_comparison", "cold_start", "noise", "sensitivity", "interests"]
     headings = {
         "main": "Main table",
         "datasets": "Datasets",
+        "tune": "Hyper-parameter selection (validation)",
+        "pooled": "Pooled test users",
+        "pooled_tests": f"Paired tests of {params['report']['proposed_run']} over pooled test users",
         "cold_start": f"Cold start ({select_metric})",
         "ablation": "Ablation",
         "transfer": "Cross-dataset transfer",

@@ -64,6 +64,8 @@ def main_metrics(runs):
 
 def reused_runs(name, settings):
     """The experiment's base run and the main runs whose config equals one of its settings."""
+    if name not in EXPERIMENTS["enabled"]:  # never scheduled; its base run need not be a main run
+        return []
     base = EXPERIMENTS[name]["run"]
     return [base, *(run for run in settings_plan(config, base, settings).values() if run is not None)]
 

@@ -1,4 +1,4 @@
-REPORT_TABLES = ["main", "datasets", "cold_start", "ablation", "transfer", "efficiency"]
+REPORT_TABLES = ["main", "datasets", "tune", "pooled", "pooled_tests", "cold_start", "ablation", "transfer", "efficiency"]
 REPORT_FIGURES = ["training_curves", "metric_comparison", "cold_start", "noise", "sensitivity", "interests"]
 EXPERIMENT_RESULTS = config["experiments"]["enabled"]  # the others' tables and figures say they were not run
 DVC_PLOTS = ["training_curves", "metric_comparison", "noise", "sensitivity"]  # data of dvc.yaml's plots:
@@ -10,6 +10,7 @@ rule report:
         metrics=expand("results/metrics/{dataset}/{run}.json", dataset=config["datasets"], run=config["runs"]),
         per_user=expand("results/metrics/{dataset}/{run}.per_user.parquet", dataset=config["datasets"], run=config["runs"]),
         experiments=expand("results/experiments/{dataset}/{name}.json", dataset=config["datasets"], name=EXPERIMENT_RESULTS),
+        tuning=[f"results/experiments/{dataset}/tune/{run}.json" for dataset in config["datasets"] for run in config["runs"] if is_tuned(config, dataset, run)],
         models=expand("models/{dataset}/{run}", dataset=config["datasets"], run=config["runs"]),
         data=expand("data/{dataset}", dataset=config["datasets"]),
         features=expand("features/{dataset}/{modality}", dataset=config["datasets"], modality=["image", "text"]),
