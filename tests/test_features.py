@@ -140,6 +140,24 @@ def test_image_resume_after_interruption_reuses_only_valid_chunks(tmp_path, monk
     assert changed["inputs"]["images_sha256"] != reference["inputs"]["images_sha256"]
 
 
+def test_feature_cache_shares_encoded_chunks_between_datasets_with_the_same_items(tmp_path, monkeypatch):
+    monkeypatch.setenv("BIVREC_FEATURE_CACHE", str(tmp_path / "cache"))
+    write_images(tmp_path / "raw", 6)
+    items = items_table([f"{i}.png" for i in range(1, 7)])
+    cfg = {**MOBILENET, "chunk_size": 4}
+    first = extract_image_features(items, tmp_path / "raw", cfg, 0, tmp_path / "fold0")
+    assert len(list((tmp_path / "cache").glob("*.npz"))) == 2 and not (tmp_path / "fold0.partial").exists()
+    calls = []
+    original = image_features.ImageEncoder.encode
+    monkeypatch.setattr(image_features.ImageEncoder, "encode", lambda self, pixels: calls.append(len(pixels)) or original(self, pixels))
+    again = extract_image_features(items, tmp_path / "raw", cfg, 0, tmp_path / "fold1")  # another fold: same items
+    assert calls == [] and again == first
+    assert (tmp_path / "fold1" / "features.npy").read_bytes() == (tmp_path / "fold0" / "features.npy").read_bytes()
+    write_images(tmp_path / "raw", 1, seed=5)  # item 1's image changes: its chunk is encoded again, the other reused
+    extract_image_features(items, tmp_path / "raw", cfg, 0, tmp_path / "changed")
+    assert sum(calls) == 4
+
+
 def test_open_clip_random_init_is_seeded_and_local_checkpoint_loads(tmp_path):
     import open_clip
 

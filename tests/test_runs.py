@@ -1,6 +1,7 @@
 """Runs trained with several seeds (``train.replicates``): one output folder, metrics averaged over seeds."""
 
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -62,3 +63,12 @@ def test_report_and_cold_start_average_over_seeds(trained, tmp_path):
     assert spread.loc["popularity", "recall@20"] == 0.0  # not trained: every seed ranks alike
     ablation = pd.read_csv(tmp_path / "results" / "tables" / "ablation.csv", index_col="setting")
     assert ablation.loc["no_fine", "recall@20 std"] > 0  # the experiments' runs train every seed too
+
+    # experiments left out of experiments.enabled are never read; their tables and figures say so
+    only = {**params, "experiments": {**params["experiments"], "enabled": ["cold_start"]}}
+    (tmp_path / "cold_only" / "synthetic").mkdir(parents=True)
+    shutil.copy(root / "experiments" / "synthetic" / "cold_start.json", tmp_path / "cold_only" / "synthetic")
+    build_report(only, metrics_root, tmp_path / "cold_only", models_root, data_root, features_root, tmp_path / "partial")
+    assert "Not run: ablation is not in experiments.enabled" in (tmp_path / "partial" / "tables" / "ablation.md").read_text()
+    assert (tmp_path / "partial" / "figures" / "noise.png").stat().st_size > 0
+    assert "bivrec_id" in (tmp_path / "partial" / "tables" / "main.md").read_text()
