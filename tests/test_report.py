@@ -74,3 +74,20 @@ def test_encoder_description_says_plainly_what_the_features_are():
                   "n_items": 7050, "masked": {"total": 7050}}
     line = describe_encoder("baby", "image", pretrained)
     assert "torchvision mobilenet_v2, pretrained weights" in line and "7,050 of 7,050 items have no image" in line
+
+
+def test_multi_panel_figures_have_one_legend_right_of_the_last_panel(tmp_path, monkeypatch):
+    from bivrec.report import figures
+
+    saved = []
+    monkeypatch.setattr(figures, "save", lambda fig, out_stem: saved.append(fig))
+    history = lambda values: pd.DataFrame({"step": [1, 2], "valid_recall@20": values})  # noqa: E731
+    histories = {"f0": {"a": history([0.1, 0.2]), "b": history([0.2, 0.1])}, "f1": {"a": history([0.3, 0.2]), "c": history([0.1, 0.3])}}
+    colours = figures.palette(["a", "b", "c"])
+    figures.training_curves(histories, "recall@20", tmp_path / "curves", colours)
+    bars = {"f0": pd.DataFrame({"recall@20": [0.1, 0.2]}, index=["a", "b"]), "f1": pd.DataFrame({"recall@20": [0.3]}, index=["c"])}
+    figures.grouped_bars(bars, "test metric", tmp_path / "bars", colours)
+    for fig in saved:
+        left, right = fig.axes
+        assert left.get_legend() is None  # nothing between the panels
+        assert [text.get_text() for text in right.get_legend().get_texts()] == ["a", "b", "c"]

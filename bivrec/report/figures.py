@@ -26,8 +26,17 @@ def palette(names) -> dict:
     return colours
 
 
-def legend_outside(ax) -> None:
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+def legend_outside(ax, panels=None) -> None:
+    """A legend right of ``ax``; with ``panels`` (a row of axes), one legend for the whole row holding
+    every label of its panels once, so no legend sits between two panels over the next one's axis."""
+    if panels is None:
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+        return
+    entries = {}
+    for panel in panels:
+        for handle, label in zip(*panel.get_legend_handles_labels()):
+            entries.setdefault(label, handle)
+    ax.legend(list(entries.values()), list(entries), fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
 
 
 def save(fig, out_stem: Path) -> None:
@@ -61,7 +70,7 @@ def training_curves(histories: dict[str, dict[str, pd.DataFrame]], metric: str, 
         ax.set_xlabel("training step")
         ax.set_ylabel(f"validation {metric}")
         ax.grid(alpha=0.3)
-        legend_outside(ax)
+    legend_outside(axes[0][-1], axes[0])
     save(fig, out_stem)
 
 
@@ -78,7 +87,7 @@ def grouped_bars(values: dict[str, pd.DataFrame], ylabel: str, out_stem: Path, c
         ax.set_title(title)
         ax.set_ylabel(ylabel)
         ax.grid(axis="y", alpha=0.3)
-        legend_outside(ax)
+    legend_outside(axes[0][-1], axes[0])
     save(fig, out_stem)
 
 
