@@ -11,6 +11,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from helpers import deep_update
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 ENV = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
@@ -41,12 +43,6 @@ AFTER_TRAINING = {"train", "evaluate", "cold_start", "ablation", "sensitivity", 
 AFTER_SASREC = {"train", "evaluate", "cold_start", "noise", "efficiency", "report"}
 
 pytestmark = pytest.mark.slow
-
-
-def deep_update(base: dict, update: dict) -> dict:
-    for key, value in update.items():
-        base[key] = deep_update(base.get(key, {}), value) if isinstance(value, dict) else value
-    return base
 
 
 def run(cmd: list[str], cwd: Path, timeout: int = 600) -> str:

@@ -17,7 +17,7 @@ from bivrec.features.store import import_precomputed
 from bivrec.report.build import pooled_tables, tune_table
 from bivrec.report.tables import write_table
 from bivrec.tune import apply_settings, grid_points, point_params, select
-from helpers import PARAMS, REPO
+from helpers import PARAMS, REPO, write_params
 
 GRID = {"train.learning_rate": [0.01, 0.001], "model.dropout": [0.1, 0.3, 0.5]}  # points: keys sorted, model.dropout first
 
@@ -122,6 +122,32 @@ def test_snakemake_plans_grid_points_then_the_main_run_with_the_choice(tmp_path)
     train = next(line for line in out.stdout.splitlines() if "bivrec train " in line)
     assert "--settings results/experiments/synthetic/tune/sasrec.json" in train
     assert "test" not in " ".join(line for line in out.stdout.splitlines() if "tune_point" in line)
+
+
+@pytest.mark.slow
+def test_snakemake_trains_the_grid_then_the_winner_for_real(tmp_path):
+    for name in ("Snakefile", "workflow", "bivrec"):
+        (tmp_path / name).symlink_to(REPO / name)
+    write_params(tmp_path, {
+        "data": {"synthetic": {"n_users": 240, "n_items": 90, "n_categories": 4}},
+        "features": {"image": {"image_size": 64, "batch_size": 32, "num_workers": 0}},
+        "model": {"dim": 16, "max_len": 8},
+        "train": {"batch_size": 64, "max_steps": 40, "eval_every": 20, "patience": 5},
+        "runs": ["popularity", "sasrec"],
+        "experiments": {"enabled": []},
+        "tune": {"runs": ["sasrec"], "datasets": ["synthetic"], "grid": {"train.learning_rate": [1e-4, 3e-3]}},
+    })
+    out = subprocess.run([f"{sys.executable}", "-m", "snakemake", "--cores", "2"], cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    choice = json.loads((tmp_path / "results/experiments/synthetic/tune/sasrec.json").read_text())
+    points = [json.loads((tmp_path / f"models/tune/synthetic/sasrec/p{i}/config.json").read_text()) for i in range(2)]
+    assert [p["train"]["learning_rate"] for p in points] == [1e-4, 3e-3]
+    assert choice["winner"] == int(np.argmax([p["best_valid"]["recall@20"] for p in points]))
+    main_run = json.loads((tmp_path / "models/synthetic/sasrec/config.json").read_text())
+    assert main_run["train"]["learning_rate"] == choice["settings"]["train.learning_rate"]
+    assert not (tmp_path / "results/metrics/tune").exists()  # grid points are never scored on test
+    table = (tmp_path / "results/tables/tune.md").read_text()
+    assert "| synthetic sasrec p0 " in table and "| synthetic sasrec p1 " in table
 
 
 def test_pooled_tables_pair_users_over_every_fold(tmp_path):

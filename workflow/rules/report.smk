@@ -4,6 +4,16 @@ EXPERIMENT_RESULTS = config["experiments"]["enabled"]  # the others' tables and 
 DVC_PLOTS = ["training_curves", "metric_comparison", "noise", "sensitivity"]  # data of dvc.yaml's plots:
 
 
+def experiments_folder(wildcards, input):
+    """results/experiments as the report's inputs name it; with no experiment enabled and nothing tuned the
+    report reads no file there, so the default path stands."""
+    if input.experiments:
+        return str(Path(input.experiments[0]).parents[1])
+    if input.tuning:
+        return str(Path(input.tuning[0]).parents[2])
+    return "results/experiments"
+
+
 rule report:
     input:
         params=job_params("report"),
@@ -35,7 +45,7 @@ rule report:
     params:
         code=CODE_DIGESTS["report"],
         metrics=parent("metrics", 2),
-        experiments=parent("experiments", 2),
+        experiments=experiments_folder,
         models=parent("models", 2),
         data=parent("data"),
         features=parent("features", 2),
