@@ -9,7 +9,7 @@ Prints one line: samples/s over the timed steps (wall clock), samples per CPU-se
 (on a CPU shared with other jobs, with --threads 1 this approximates the uncontended single-core
 rate), and peak memory (process RSS; CUDA peak allocation on a GPU). Reference: the official code reaches ~1,450 samples/s with 6.4 GB peak RSS on 2 cores.
 
-    python benchmarks/train_throughput.py [--steps 20] [--device auto] [--threads N] [--default-malloc]
+    python benchmarks/train_throughput.py [--steps 20] [--device auto] [--threads N] [--cpu-amp] [--default-malloc]
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from bivrec.data.dataset import EvalSplit, SequenceData
 from bivrec.features.store import ItemFeatures
 from bivrec.models import build_model
 from bivrec.device import keep_freed_memory_in_the_heap, pick_device
-from bivrec.train import SequenceSampler, amp_context, make_optimizer
+from bivrec.train import SequenceSampler, amp_context, check_cpu_amp, make_optimizer
 
 N_ITEMS, N_USERS, BATCH, MAX_LEN, N_INTERESTS, DIM = 7050, 19444, 2048, 20, 4, 64
 IMAGE_DIM, TEXT_DIM = 4096, 384
@@ -54,12 +54,14 @@ def main() -> None:
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
     parser.add_argument("--threads", type=int, default=None, help="CPU intra-op threads (default: torch's)")
     parser.add_argument("--no-amp", action="store_true", help="full fp32 on CUDA (default: mixed precision)")
+    parser.add_argument("--cpu-amp", action="store_true", help="bf16 autocast on CPU (train.cpu_amp; needs native bf16)")
     parser.add_argument("--default-malloc", action="store_true", help="leave glibc malloc's mmap use as it is")
     args = parser.parse_args()
     heap_malloc = not args.default_malloc and keep_freed_memory_in_the_heap()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)
+    check_cpu_amp(device, args.cpu_amp)
     torch.manual_seed(0)
     data, features = baby_scale_data(device, torch.Generator().manual_seed(0))
 
@@ -73,7 +75,7 @@ def main() -> None:
 
     def step() -> None:
         history, target = sampler.sample(BATCH)
-        with amp_context(device, not args.no_amp):
+        with amp_context(device, not args.no_amp, args.cpu_amp):
             loss, _ = model.loss(history, target)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -94,7 +96,7 @@ def main() -> None:
     gpu = f" peak_cuda_alloc_mb={torch.cuda.max_memory_allocated() / 2**20:.0f}" if device.type == "cuda" else ""
     print(
         f"train_throughput device={device.type} threads={torch.get_num_threads()} heap_malloc={heap_malloc} "
-        f"batch={BATCH} items={N_ITEMS} amp={device.type == 'cuda' and not args.no_amp} "
+        f"batch={BATCH} items={N_ITEMS} amp={device.type == 'cuda' and not args.no_amp} cpu_amp={device.type == 'cpu' and args.cpu_amp} "
         f"steps={args.steps} samples_per_s={args.steps * BATCH / elapsed:.0f} "
         f"samples_per_cpu_s={args.steps * BATCH / cpu_seconds:.0f} peak_rss_mb={peak_rss_mb:.0f}{gpu}"
     )

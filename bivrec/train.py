@@ -23,6 +23,7 @@ import torch
 from tqdm import tqdm
 
 from bivrec.atomic import atomic_path, write_text
+from bivrec.config import ParamsError
 from bivrec.data.dataset import DataError, SequenceData
 from bivrec.distributed import Processes, loss_function
 from bivrec.evaluate import eval_options, evaluate
@@ -85,12 +86,29 @@ def make_optimizer(model: torch.nn.Module, train_cfg: dict, device: torch.device
     )
 
 
-def amp_context(device: torch.device, enabled: bool):
-    """Mixed precision on CUDA when ``enabled`` (bf16 where supported, else fp16); a no-op elsewhere."""
-    if device.type != "cuda" or not enabled:
-        return torch.autocast(device_type=device.type, enabled=False)
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.autocast(device_type="cuda", dtype=dtype)
+def cpu_has_bf16() -> bool:
+    """Whether this CPU multiplies bf16 natively (AVX512-BF16 or AMX); elsewhere oneDNN emulates it,
+    slower than fp32."""
+    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+
+
+def check_cpu_amp(device: torch.device, cpu_amp: bool) -> None:
+    """One clear error for ``train.cpu_amp: true`` on a CPU without native bf16 (no silent fp32: the
+    setting changes the numbers, so a run must not mean bf16 on one machine and fp32 on another)."""
+    if device.type == "cpu" and cpu_amp and not cpu_has_bf16():
+        raise ParamsError("train.cpu_amp: true needs a CPU with native bf16 (AVX512-BF16 or AMX, see lscpu); "
+                          "this one has neither: set train.cpu_amp: false")
+
+
+def amp_context(device: torch.device, enabled: bool, cpu_amp: bool = False):
+    """Mixed precision: on CUDA when ``enabled`` (bf16 where supported, else fp16), on CPU when
+    ``cpu_amp`` (bf16; ``check_cpu_amp`` first); otherwise a no-op."""
+    if device.type == "cuda" and enabled:
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast(device_type="cuda", dtype=dtype)
+    if device.type == "cpu" and cpu_amp:
+        return torch.autocast(device_type="cpu", dtype=torch.bfloat16)
+    return torch.autocast(device_type=device.type, enabled=False)
 
 
 def _rng_states(sampler: SequenceSampler) -> dict:
@@ -139,7 +157,9 @@ def fit(
     sampler = SequenceSampler(data, model.cfg["max_len"], train_cfg.get("min_cut", 1), where.seed(seed))
     batch_size, loss_of = where.share(train_cfg["batch_size"]), loss_function(model, where)
     optimizer = make_optimizer(model, train_cfg, device)
-    scaler_needed = device.type == "cuda" and train_cfg.get("amp", True) and not torch.cuda.is_bf16_supported()
+    cuda_amp, cpu_amp = train_cfg.get("amp", True), train_cfg.get("cpu_amp", False)
+    check_cpu_amp(device, cpu_amp)
+    scaler_needed = device.type == "cuda" and cuda_amp and not torch.cuda.is_bf16_supported()
     scaler = torch.amp.GradScaler("cuda", enabled=scaler_needed)
     step, bad_validations = 0, 0
     saved = load_resume_state(resume_dir, fingerprint, device) if resume_dir else None
@@ -160,7 +180,7 @@ def fit(
     while step < max_steps and bad_validations < patience:
         model.train()
         history, target = sampler.sample(batch_size)
-        with amp_context(device, train_cfg.get("amp", True)):
+        with amp_context(device, cuda_amp, cpu_amp):
             loss, parts = loss_of(history, target)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"training loss became {loss.item()} at step {step}; lower train.learning_rate")

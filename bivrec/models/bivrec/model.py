@@ -25,7 +25,7 @@ from bivrec.models.base import MODALITIES, Recommender, model_option
 from bivrec.models.bivrec.cross_view import COARSE_FORMS, FINE_FORMS, coarse_loss, fine_loss
 from bivrec.models.bivrec.decomposition import InterestDecomposition
 from bivrec.models.bivrec.embedding import MultiScaleEmbedding
-from bivrec.models.layers import buffer_view, full_softmax_loss, hard_readout, init_weights, item_chunks, max_interest_scores
+from bivrec.models.layers import autocast_dtype, buffer_view, full_softmax_loss, hard_readout, init_weights, item_chunks, max_interest_scores
 
 VIEWS = {"id": ("id",), "mm": ("mm",), "both": ("id", "mm")}
 #: memory the fused readout may hold a user batch's scores of every item in (both views), to score once
@@ -130,6 +130,7 @@ class BiVRec(Recommender):
         if not modalities or unknown or len(set(modalities)) != len(modalities):
             raise ValueError(f"model.bivrec.modalities must be distinct names from {MODALITIES}, got {modalities}")
         self.modalities, self.fusion = modalities, fusion
+        self._cast_features: dict[str, tuple] = {}  # modality -> (buffer, its version, low-precision copy)
         self.projections = nn.ModuleDict()
         for modality in modalities:
             table = None if features is None else getattr(features, modality)
@@ -149,11 +150,22 @@ class BiVRec(Recommender):
         self.register_buffer("real_items", real, persistent=False)
         self.fuse = nn.Linear(len(modalities) * dim, dim) if fusion == "concat" and len(modalities) > 1 else None
 
+    def feature_table(self, modality: str) -> torch.Tensor:
+        """The modality's feature buffer; under autocast its low-precision copy, made once: the features
+        are constant, and autocast would cast the whole 4096-d image table again on every step."""
+        table = getattr(self, f"{modality}_features")
+        dtype = autocast_dtype(table.device)
+        if dtype is None:
+            return table
+        source, version, cast = self._cast_features.get(modality, (None, None, None))
+        if source is not table or version != table._version or cast.dtype != dtype:
+            cast = table.to(dtype)
+            self._cast_features[modality] = (table, table._version, cast)
+        return cast
+
     def mm_item_table(self) -> torch.Tensor:
         """[N+1, d] projected, fused features of every item; a missing modality contributes 0, row 0 is 0."""
-        parts = [
-            self.projections[m](getattr(self, f"{m}_features")) * getattr(self, f"{m}_mask") for m in self.modalities
-        ]
+        parts = [self.projections[m](self.feature_table(m)) * getattr(self, f"{m}_mask") for m in self.modalities]
         table = self.fuse(torch.cat(parts, 1)) if self.fuse is not None else torch.stack(parts).sum(0)
         return table * self.real_items
 
@@ -177,13 +189,18 @@ class BiVRec(Recommender):
         if self.cross_view and self.stop_gradient != "none":
             stopped = outputs[self.stop_gradient]
             outputs[self.stop_gradient] = tuple(part.detach() for part in stopped)
+        # the cross-view losses run in fp32 under autocast too: InfoNCE logits up to 1/τ ≈ 14 and
+        # differences of co-allocation matrices lose too much in bf16, and on CPU bf16 elementwise work is slower
+        full_precision = torch.autocast(history.device.type, enabled=False)
         if self.cross_view and self.coarse_weight > 0:
             id_user = self.summary["id"](outputs["id"][0].mean(1))
             mm_user = self.summary["mm"](outputs["mm"][0].mean(1))
-            terms["coarse"] = coarse_loss(id_user, mm_user, self.temperature, self.coarse_form, self.coarse_symmetric)
+            with full_precision:
+                terms["coarse"] = coarse_loss(id_user, mm_user, self.temperature, self.coarse_form, self.coarse_symmetric)
             total = total + self.coarse_weight * terms["coarse"]
         if self.cross_view and self.fine_weight > 0:
-            terms["fine"] = fine_loss(outputs["id"][1], outputs["mm"][1], outputs["id"][2], self.fine_form)
+            with full_precision:
+                terms["fine"] = fine_loss(outputs["id"][1], outputs["mm"][1], outputs["id"][2], self.fine_form)
             total = total + self.fine_weight * terms["fine"]
         return total, {name: float(value.detach()) for name, value in terms.items()}
 

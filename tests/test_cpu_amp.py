@@ -1,0 +1,125 @@
+"""CPU mixed precision (``train.cpu_amp``): bf16 autocast on CPUs that multiply bf16 natively.
+
+The numerics tests are skipped on CPUs without AVX512-BF16 or AMX (where the option is refused);
+the refusal and the autocast switch are tested everywhere.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from helpers import bivrec_cfg, cyclic_data, random_features
+
+from bivrec.config import ParamsError
+from bivrec.models import build_model
+from bivrec.models.layers import LowPrecisionSoftmaxCrossEntropy, SoftmaxCrossEntropy
+from bivrec.train import amp_context, cpu_has_bf16, fit
+
+CPU = torch.device("cpu")
+needs_bf16 = pytest.mark.skipif(not cpu_has_bf16(), reason="this CPU has no native bf16 (AVX512-BF16 or AMX)")
+TRAIN = {"batch_size": 32, "learning_rate": 0.01, "max_steps": 60, "eval_every": 20, "patience": 50, "min_cut": 1, "amp": False}
+EVAL = {"topk": [5], "user_batch_size": 4, "select_metric": "recall@5"}
+
+
+def bivrec(n_items: int, seed: int = 0):
+    torch.manual_seed(seed)
+    cfg = bivrec_cfg(dim=16, max_len=6, n_interests=2, patch_sizes=[1, 2])
+    return build_model("bivrec", n_items, random_features(n_items, seed), cfg)
+
+
+def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(torch.nn.functional.cosine_similarity(a.flatten(), b.flatten(), dim=0))
+
+
+def test_amp_context_turns_on_bf16_autocast_on_cpu_only_when_asked():
+    with amp_context(CPU, True, cpu_amp=True):
+        assert torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+    with amp_context(CPU, True):  # train.amp is about CUDA
+        assert not torch.is_autocast_enabled("cpu")
+
+
+def test_cpu_amp_is_refused_on_a_cpu_without_native_bf16(monkeypatch):
+    monkeypatch.setattr("bivrec.train.cpu_has_bf16", lambda: False)
+    data = cyclic_data()
+    with pytest.raises(ParamsError, match="train.cpu_amp: true needs a CPU with native bf16"):
+        fit(bivrec(data.n_items), data, {**TRAIN, "cpu_amp": True}, EVAL, seed=0, progress=False)
+
+
+@needs_bf16
+def test_blocked_low_precision_loss_equals_autocasts_whole_matrix_loss(monkeypatch):
+    # 8 rows per block: the 32 users take 4 blocks
+    monkeypatch.setattr(LowPrecisionSoftmaxCrossEntropy, "BLOCK_LOGITS", 8 * 50)
+    gen = torch.Generator().manual_seed(0)
+    user, items = torch.randn(32, 16, generator=gen), torch.randn(50, 16, generator=gen)
+    target = torch.randint(0, 50, (32,), generator=gen)
+
+    def loss_and_gradients(blocked: bool):
+        u, i = user.clone().requires_grad_(), items.clone().requires_grad_()
+        if blocked:
+            loss = LowPrecisionSoftmaxCrossEntropy.apply(u, i, target, torch.bfloat16)
+        else:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                logits = u @ i.T
+            loss = SoftmaxCrossEntropy.apply(logits.float(), target)
+        loss.backward()
+        return loss.detach(), u.grad, i.grad
+
+    for got, expected in zip(loss_and_gradients(blocked=True), loss_and_gradients(blocked=False)):
+        assert got.dtype == torch.float32
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-7)
+
+
+@needs_bf16
+def test_cpu_amp_loss_and_gradients_track_fp32():
+    model = bivrec(40).eval()  # no dropout or Gumbel noise: bf16 and fp32 see the same computation
+    gen = torch.Generator().manual_seed(0)
+    history = torch.randint(1, 41, (32, 6), generator=gen) * (torch.rand(32, 6, generator=gen) < 0.8)
+    target = torch.randint(1, 41, (32,), generator=gen)
+
+    def loss_and_gradients(cpu_amp: bool):
+        model.zero_grad(set_to_none=True)
+        with amp_context(CPU, False, cpu_amp):
+            total, parts = model.loss(history, target)
+        total.backward()
+        return total.detach(), parts, {name: p.grad.detach().clone() for name, p in model.named_parameters()}
+
+    reference, ref_parts, ref_grads = loss_and_gradients(cpu_amp=False)
+    loss, parts, grads = loss_and_gradients(cpu_amp=True)
+    assert loss.dtype == torch.float32 and all(g.dtype == torch.float32 for g in grads.values())
+    # bf16 keeps ~3 significant digits: the loss within 1 %, each part within 2 % (or 1e-4: the fine
+    # loss starts near 0, where bf16's allocations leave ~1e-6 of rounding)
+    assert float(loss) == pytest.approx(float(reference), rel=1e-2)
+    assert parts == pytest.approx(ref_parts, rel=2e-2, abs=1e-4)
+    assert not [name for name, g in grads.items() if not torch.isfinite(g).all()]
+    assert cosine(torch.cat([g.flatten() for g in grads.values()]), torch.cat([g.flatten() for g in ref_grads.values()])) > 0.99
+    # every parameter whose gradient is not negligible points the same way (identically zero ones,
+    # such as biases a softmax cancels, are rounding noise in both). Least alike (~0.87, as with plain
+    # autocast): the cluster values', as a few hard token->interest choices flip on near-ties at init
+    largest = max(float(g.norm()) for g in ref_grads.values())
+    cosines = {name: cosine(grads[name], g) for name, g in ref_grads.items() if float(g.norm()) > 1e-4 * largest}
+    assert len(cosines) > 0.5 * len(ref_grads)
+    assert not {name: c for name, c in cosines.items() if c < (0.8 if ".cluster." in name else 0.95)}
+
+
+@needs_bf16
+def test_cpu_amp_training_is_deterministic_and_validates_like_fp32():
+    data = cyclic_data()
+    amp_runs = [fit(bivrec(data.n_items), data, {**TRAIN, "cpu_amp": True}, EVAL, seed=3, progress=False) for _ in range(2)]
+    fp32 = fit(bivrec(data.n_items), data, TRAIN, EVAL, seed=3, progress=False)
+    assert amp_runs[0].history == [{**row, "seconds": amp_runs[0].history[i]["seconds"]} for i, row in enumerate(amp_runs[1].history)]
+    assert amp_runs[0].history[-1]["loss"] < amp_runs[0].history[0]["loss"]
+    # the cyclic data's next item follows from the last one: both learn it (loose bounds: 10 validation
+    # users; chance is 5 / 24 ≈ 0.2, here fp32 reaches 0.67 and bf16 0.77)
+    assert amp_runs[0].best_metric >= fp32.best_metric - 0.2 and amp_runs[0].best_metric > 0.4
+
+
+@needs_bf16
+def test_feature_tables_are_cast_once_under_autocast_and_recast_when_changed():
+    model = bivrec(40)
+    assert model.feature_table("image") is model.image_features  # fp32 outside autocast
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        first = model.feature_table("image")
+        assert first.dtype == torch.bfloat16 and model.feature_table("image") is first
+        torch.testing.assert_close(first.float(), model.image_features, rtol=1e-2, atol=0)
+        model.image_features.mul_(2)  # a changed buffer is cast again
+        assert torch.equal(model.feature_table("image"), model.image_features.to(torch.bfloat16))
