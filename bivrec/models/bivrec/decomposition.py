@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bivrec.models.layers import masked_softmax
+from bivrec.models.layers import autocast_dtype, masked_softmax
 
 GAUSSIAN_MODES = ("stacked", "prior")
 GAUSSIAN_CENTRES = ("free", "token")
@@ -67,9 +67,11 @@ def attention_logits(queries: torch.Tensor, key: nn.Linear, tokens: torch.Tensor
     """``q_k · (W_k x_j + b_k) / √d`` for projected queries [B, K, d] and tokens [B, n, d] -> [B, K, n].
 
     Computed as ``(q_k W_k) · x_j + q_k · b_k``: the K queries are mapped into token space instead of
-    projecting all n tokens (K ≪ n), the same numbers for a fraction of the work.
+    projecting all n tokens (K ≪ n), the same numbers for a fraction of the work. The product is taken
+    as ``tokens @ (q W_k)ᵀ`` so the tokens' gradient comes out in their own layout (through
+    ``tokensᵀ`` it comes out transposed, and adding it to their other gradients is ~3x slower).
     """
-    logits = (queries @ key.weight) @ tokens.transpose(1, 2)
+    logits = (tokens @ (queries @ key.weight).transpose(1, 2)).transpose(1, 2).contiguous()
     if key.bias is not None:
         logits = logits + (queries @ key.bias).unsqueeze(-1)
     return logits / math.sqrt(tokens.shape[-1])
@@ -199,6 +201,9 @@ class InterestDecomposition(nn.Module):
 
     def forward(self, tokens: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         queries = self.interest_tokens.unsqueeze(0).expand(tokens.shape[0], -1, -1).to(tokens.dtype)
+        low_precision = autocast_dtype(tokens.device)
+        if low_precision is not None:  # the tokens only feed matrix products: cast once, not once per product
+            tokens = tokens.to(low_precision)
         log_prior = None
         if self.gaussian_attention is not None:
             queries, _ = self.gaussian_attention(queries, tokens, mask, positions)
