@@ -1,6 +1,6 @@
 """Training throughput of BiVRec at Amazon Baby scale on the current device.
 
-Setting (issue 4): 7,050 items, batch 2048, sequence 20, K = 4, d = 64, both views, random 4096-d image
+Setting (issue 4): 7,050 items, batch 2048 (``--batch``), sequence 20, K = 4, d = 64, both views, random 4096-d image
 and 384-d text features, ~19k training users with Baby-like lengths; the model's other options come
 from params.yaml. Each step is what ``bivrec.train.fit`` does: ComiRec sampling on the device, the
 full loss (two full-softmax recommendation losses + cross-view losses), backward, Adam.
@@ -9,7 +9,7 @@ Prints one line: samples/s over the timed steps (wall clock), samples per CPU-se
 (on a CPU shared with other jobs, with --threads 1 this approximates the uncontended single-core
 rate), and peak memory (process RSS; CUDA peak allocation on a GPU). Reference: the official code reaches ~1,450 samples/s with 6.4 GB peak RSS on 2 cores.
 
-    python benchmarks/train_throughput.py [--steps 20] [--device auto] [--threads N] [--cpu-amp] [--default-malloc]
+    python benchmarks/train_throughput.py [--steps 20] [--batch 2048] [--device auto] [--threads N] [--cpu-amp] [--default-malloc]
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from bivrec.models import build_model
 from bivrec.device import keep_freed_memory_in_the_heap, pick_device
 from bivrec.train import SequenceSampler, amp_context, check_cpu_amp, make_optimizer
 
-N_ITEMS, N_USERS, BATCH, MAX_LEN, N_INTERESTS, DIM = 7050, 19444, 2048, 20, 4, 64
+N_ITEMS, N_USERS, MAX_LEN, N_INTERESTS, DIM = 7050, 19444, 20, 4, 64
 IMAGE_DIM, TEXT_DIM = 4096, 384
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 
@@ -51,6 +51,7 @@ def baby_scale_data(device: torch.device, gen: torch.Generator) -> tuple[Sequenc
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=20, help="timed steps (after 3 warm-up steps)")
+    parser.add_argument("--batch", type=int, default=2048, help="samples per step (the issue's setting: 2048; paper.yaml: 256)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
     parser.add_argument("--threads", type=int, default=None, help="CPU intra-op threads (default: torch's)")
     parser.add_argument("--no-amp", action="store_true", help="full fp32 on CUDA (default: mixed precision)")
@@ -74,7 +75,7 @@ def main() -> None:
     sampler = SequenceSampler(data, MAX_LEN, 1, seed=0)
 
     def step() -> None:
-        history, target = sampler.sample(BATCH)
+        history, target = sampler.sample(args.batch)
         with amp_context(device, not args.no_amp, args.cpu_amp):
             loss, _ = model.loss(history, target)
         optimizer.zero_grad(set_to_none=True)
@@ -96,9 +97,9 @@ def main() -> None:
     gpu = f" peak_cuda_alloc_mb={torch.cuda.max_memory_allocated() / 2**20:.0f}" if device.type == "cuda" else ""
     print(
         f"train_throughput device={device.type} threads={torch.get_num_threads()} heap_malloc={heap_malloc} "
-        f"batch={BATCH} items={N_ITEMS} amp={device.type == 'cuda' and not args.no_amp} cpu_amp={device.type == 'cpu' and args.cpu_amp} "
-        f"steps={args.steps} samples_per_s={args.steps * BATCH / elapsed:.0f} "
-        f"samples_per_cpu_s={args.steps * BATCH / cpu_seconds:.0f} peak_rss_mb={peak_rss_mb:.0f}{gpu}"
+        f"batch={args.batch} items={N_ITEMS} amp={device.type == 'cuda' and not args.no_amp} cpu_amp={device.type == 'cpu' and args.cpu_amp} "
+        f"steps={args.steps} samples_per_s={args.steps * args.batch / elapsed:.0f} "
+        f"samples_per_cpu_s={args.steps * args.batch / cpu_seconds:.0f} peak_rss_mb={peak_rss_mb:.0f}{gpu}"
     )
 
 
