@@ -235,10 +235,14 @@ def test_ctrl_c_in_training_leaves_no_output_and_rerun_resumes(workdir):
            "--features", "features/synthetic", "--out", "models/synthetic/interrupted", "--quiet"]
     checkpoint = workdir / ".bivrec/resume/models/synthetic/interrupted/last.json"
     try:
-        proc = subprocess.Popen(cmd, cwd=workdir, env=ENV, stderr=subprocess.PIPE, text=True)
+        # a pytest started in the background (nohup ... &) ignores SIGINT and its children inherit that;
+        # SIG_DFL at exec lets Python install its KeyboardInterrupt handler again
+        proc = subprocess.Popen(cmd, cwd=workdir, env=ENV, stderr=subprocess.PIPE, text=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         deadline = time.time() + 300
         while not checkpoint.exists() and proc.poll() is None and time.time() < deadline:
             time.sleep(0.05)
+        assert proc.poll() is None, f"training ended before it could be interrupted (checkpoint seen: {checkpoint.exists()})"
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 130, err
