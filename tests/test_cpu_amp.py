@@ -12,7 +12,9 @@ from helpers import bivrec_cfg, cyclic_data, random_features
 
 from bivrec.config import ParamsError
 from bivrec.models import build_model
-from bivrec.models.layers import LowPrecisionSoftmaxCrossEntropy, SoftmaxCrossEntropy
+from bivrec.models.bivrec.cross_view import FusedInfoNCE, coarse_loss
+from bivrec.models.bivrec.decomposition import attention_logits
+from bivrec.models.layers import Dropout, FastDropout, LowPrecisionSoftmaxCrossEntropy, SoftmaxCrossEntropy, low_precision_dropout
 from bivrec.train import amp_context, cpu_has_bf16, fit
 
 CPU = torch.device("cpu")
@@ -123,3 +125,67 @@ def test_feature_tables_are_cast_once_under_autocast_and_recast_when_changed():
         torch.testing.assert_close(first.float(), model.image_features, rtol=1e-2, atol=0)
         model.image_features.mul_(2)  # a changed buffer is cast again
         assert torch.equal(model.feature_table("image"), model.image_features.to(torch.bfloat16))
+
+
+# --------------------------------------------------------------------------- the autocast path's own formulations
+# (switched on by CPU autocast, so they never change fp32 training: these need no native bf16)
+
+
+def test_low_precision_dropout_drops_the_rounded_share_and_keeps_the_mean():
+    torch.manual_seed(0)
+    out = low_precision_dropout(torch.ones(400, 500), 0.2)
+    dropped = round(0.2 * 2**16) / 2**16  # 0.199997
+    assert abs(float((out == 0).float().mean()) - dropped) < 0.003 and abs(float(out.mean()) - 1) < 0.005
+    assert out.unique().tolist() == pytest.approx([0.0, 1 / (1 - dropped)])
+    odd = low_precision_dropout(torch.ones(3, 7, dtype=torch.bfloat16), 0.5)  # numel not a multiple of 4
+    assert odd.shape == (3, 7) and odd.dtype == torch.bfloat16
+
+
+def test_dropouts_draw_as_before_outside_cpu_autocast_and_cheaply_inside():
+    x = torch.randn(64, 35, 16)
+    for module, reference in ((Dropout(0.2), lambda: torch.nn.Dropout(0.2)(x)), (FastDropout(0.2), lambda: x * torch.rand_like(x).ge_(0.2).mul_(1.25))):
+        torch.manual_seed(1)
+        expected = reference()
+        torch.manual_seed(1)
+        assert torch.equal(module(x), expected)  # fp32 training keeps its random numbers
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            torch.manual_seed(1)
+            fast = module(x)
+        torch.manual_seed(1)
+        assert torch.equal(fast, low_precision_dropout(x, 0.2))
+        assert torch.equal(module.eval()(x), x)
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_fused_infonce_equals_the_generic_loss_and_gradients(symmetric):
+    gen = torch.Generator().manual_seed(0)
+    mm_user = torch.randn(256, 16, generator=gen)
+    id_user = torch.randn(256, 16, generator=gen) + mm_user  # positives more alike than negatives
+
+    def loss_and_gradients(fused: bool):
+        mm, ids = mm_user.clone().requires_grad_(), id_user.clone().requires_grad_()
+        loss = coarse_loss(ids, mm, 0.07, "infonce", symmetric, fused=fused)
+        loss.backward()
+        return loss.detach(), mm.grad, ids.grad
+
+    # fp32 rounding only: the generic path is no closer to a float64 reference (measured: both ~1e-6)
+    for got, expected in zip(loss_and_gradients(fused=True), loss_and_gradients(fused=False)):
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-7)
+
+
+def test_fused_infonce_hand_computed_value_and_where_it_does_not_apply(monkeypatch):
+    id_user = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    mm_user = torch.tensor([[2.0, 0.0], [1.0, 1.0]])
+    expected = coarse_loss(id_user, mm_user, 0.5, "infonce", symmetric=True)
+    assert float(coarse_loss(id_user, mm_user, 0.5, "infonce", symmetric=True, fused=True)) == pytest.approx(float(expected), rel=1e-6)
+    applied = []
+    monkeypatch.setattr(FusedInfoNCE, "apply", lambda *args: applied.append(args) or torch.tensor(0.0))
+    coarse_loss(id_user, mm_user, 0.5, "official", symmetric=False, fused=True)  # negatives-only denominator
+    coarse_loss(id_user, mm_user, 0.02, "infonce", symmetric=True, fused=True)  # exp(−2/τ) would underflow
+    assert not applied
+
+
+def test_shared_queries_give_the_expanded_queries_logits():
+    torch.manual_seed(0)
+    key, queries, tokens = torch.nn.Linear(8, 8), torch.randn(1, 4, 8), torch.randn(3, 7, 8)
+    torch.testing.assert_close(attention_logits(queries, key, tokens), attention_logits(queries.expand(3, -1, -1), key, tokens))

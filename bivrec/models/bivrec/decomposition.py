@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bivrec.models.layers import autocast_dtype, masked_softmax
+from bivrec.models.layers import Dropout, autocast_dtype, cpu_autocast, masked_softmax
 
 GAUSSIAN_MODES = ("stacked", "prior")
 GAUSSIAN_CENTRES = ("free", "token")
@@ -64,14 +64,18 @@ class GaussianCentres(nn.Module):
 
 
 def attention_logits(queries: torch.Tensor, key: nn.Linear, tokens: torch.Tensor) -> torch.Tensor:
-    """``q_k · (W_k x_j + b_k) / √d`` for projected queries [B, K, d] and tokens [B, n, d] -> [B, K, n].
+    """``q_k · (W_k x_j + b_k) / √d`` for projected queries [B, K, d] (or [1, K, d], shared by all
+    users) and tokens [B, n, d] -> [B, K, n].
 
     Computed as ``(q_k W_k) · x_j + q_k · b_k``: the K queries are mapped into token space instead of
     projecting all n tokens (K ≪ n), the same numbers for a fraction of the work. The product is taken
     as ``tokens @ (q W_k)ᵀ`` so the tokens' gradient comes out in their own layout (through
     ``tokensᵀ`` it comes out transposed, and adding it to their other gradients is ~3x slower).
     """
-    logits = (tokens @ (queries @ key.weight).transpose(1, 2)).transpose(1, 2).contiguous()
+    if queries.shape[0] == 1:  # the same queries for every user: one [B·n, d] x [d, K] product
+        logits = (tokens @ (queries[0] @ key.weight).T).transpose(1, 2).contiguous()
+    else:
+        logits = (tokens @ (queries @ key.weight).transpose(1, 2)).transpose(1, 2).contiguous()
     if key.bias is not None:
         logits = logits + (queries @ key.bias).unsqueeze(-1)
     return logits / math.sqrt(tokens.shape[-1])
@@ -100,7 +104,7 @@ class GaussianAttention(nn.Module):
         self.value, self.out = nn.Linear(dim, dim), nn.Linear(dim, dim)
         self.centres = GaussianCentres(dim, n_interests, centre_parameterisation)
         self.norm_out = nn.LayerNorm(dim, eps=1e-12)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def attention(self, queries: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """[B, K, n] weights: each row sums to 1 over the real tokens."""
@@ -149,7 +153,7 @@ class ClusterAttention(nn.Module):
         self.norm_queries = nn.LayerNorm(dim, eps=1e-12, bias=not hard)
         self.query, self.key = nn.Linear(dim, dim, bias=not hard), nn.Linear(dim, dim, bias=hard)
         self.value, self.out = nn.Linear(dim, dim), nn.Linear(dim, dim)
-        self.attn_dropout = nn.Dropout(dropout)
+        self.attn_dropout = Dropout(dropout)
         self.norm_out = nn.LayerNorm(dim, eps=1e-12)
 
     def forward(self, queries, tokens, mask, log_prior: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -200,7 +204,9 @@ class InterestDecomposition(nn.Module):
         self.cluster = ClusterAttention(dim, dropout, cluster, gumbel, gumbel_tau, cluster_resoftmax, allocation_hard)
 
     def forward(self, tokens: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        queries = self.interest_tokens.unsqueeze(0).expand(tokens.shape[0], -1, -1).to(tokens.dtype)
+        queries = self.interest_tokens.unsqueeze(0)
+        if not cpu_autocast(tokens):  # the CPU autocast path broadcasts the shared queries instead
+            queries = queries.expand(tokens.shape[0], -1, -1).to(tokens.dtype)
         low_precision = autocast_dtype(tokens.device)
         if low_precision is not None:  # the tokens only feed matrix products: cast once, not once per product
             tokens = tokens.to(low_precision)

@@ -25,7 +25,7 @@ from bivrec.models.base import MODALITIES, Recommender, model_option
 from bivrec.models.bivrec.cross_view import COARSE_FORMS, FINE_FORMS, coarse_loss, fine_loss
 from bivrec.models.bivrec.decomposition import InterestDecomposition
 from bivrec.models.bivrec.embedding import MultiScaleEmbedding
-from bivrec.models.layers import autocast_dtype, buffer_view, full_softmax_loss, hard_readout, init_weights, item_chunks, max_interest_scores
+from bivrec.models.layers import Dropout, autocast_dtype, buffer_view, cpu_autocast, full_softmax_loss, hard_readout, init_weights, item_chunks, max_interest_scores
 
 VIEWS = {"id": ("id",), "mm": ("mm",), "both": ("id", "mm")}
 #: memory the fused readout may hold a user batch's scores of every item in (both views), to score once
@@ -92,7 +92,7 @@ class BiVRec(Recommender):
             self.summary = nn.ModuleDict(
                 {
                     view: nn.Sequential(
-                        nn.Linear(dim, 4 * dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(4 * dim, dim), nn.Dropout(dropout)
+                        nn.Linear(dim, 4 * dim), nn.GELU(), Dropout(dropout), nn.Linear(4 * dim, dim), Dropout(dropout)
                     )
                     for view in self.views
                 }
@@ -192,11 +192,12 @@ class BiVRec(Recommender):
         # the cross-view losses run in fp32 under autocast too: InfoNCE logits up to 1/τ ≈ 14 and
         # differences of co-allocation matrices lose too much in bf16, and on CPU bf16 elementwise work is slower
         full_precision = torch.autocast(history.device.type, enabled=False)
+        low_precision = cpu_autocast(history)  # the opt-in path, free to compute in fewer passes
         if self.cross_view and self.coarse_weight > 0:
             id_user = self.summary["id"](outputs["id"][0].mean(1))
             mm_user = self.summary["mm"](outputs["mm"][0].mean(1))
             with full_precision:
-                terms["coarse"] = coarse_loss(id_user, mm_user, self.temperature, self.coarse_form, self.coarse_symmetric)
+                terms["coarse"] = coarse_loss(id_user, mm_user, self.temperature, self.coarse_form, self.coarse_symmetric, fused=low_precision)
             total = total + self.coarse_weight * terms["coarse"]
         if self.cross_view and self.fine_weight > 0:
             with full_precision:
