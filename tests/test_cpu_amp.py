@@ -12,7 +12,7 @@ from helpers import bivrec_cfg, cyclic_data, random_features
 
 from bivrec.config import ParamsError
 from bivrec.models import build_model
-from bivrec.models.bivrec.cross_view import FusedInfoNCE, coarse_loss
+from bivrec.models.bivrec.cross_view import FusedInfoNCE, coarse_loss, fine_loss
 from bivrec.models.bivrec.decomposition import attention_logits
 from bivrec.models.layers import Dropout, FastDropout, LowPrecisionSoftmaxCrossEntropy, SoftmaxCrossEntropy, low_precision_dropout
 from bivrec.train import amp_context, cpu_has_bf16, fit
@@ -189,3 +189,21 @@ def test_shared_queries_give_the_expanded_queries_logits():
     torch.manual_seed(0)
     key, queries, tokens = torch.nn.Linear(8, 8), torch.randn(1, 4, 8), torch.randn(3, 7, 8)
     torch.testing.assert_close(attention_logits(queries, key, tokens), attention_logits(queries.expand(3, -1, -1), key, tokens))
+
+
+@pytest.mark.parametrize("noise", [0.01, 1.0])  # views that nearly agree (the Gram terms nearly cancel) or differ
+def test_fused_fine_loss_equals_the_co_allocation_distance(noise):
+    gen = torch.Generator().manual_seed(0)
+    logits, mask = torch.randn(64, 4, 9, generator=gen), torch.rand(64, 9, generator=gen) < 0.7
+    allocations = [torch.softmax(logits + shift, 1) * mask.unsqueeze(1) for shift in (0, noise * torch.randn(64, 4, 9, generator=gen))]
+
+    def loss_and_gradients(fused: bool):
+        inputs = [a.clone().requires_grad_() for a in allocations]
+        loss = fine_loss(*inputs, mask, "mse", fused=fused)
+        loss.backward()
+        return loss.detach(), *(a.grad for a in inputs)
+
+    # the fused form is the more exact one (float64 Gram matrices; measured against a float64 reference)
+    for got, expected in zip(loss_and_gradients(fused=True), loss_and_gradients(fused=False)):
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-9)
+    assert float(fine_loss(allocations[0], allocations[0], mask, "mse", fused=True)) == pytest.approx(0, abs=1e-12)

@@ -122,7 +122,8 @@ def low_precision_dropout(x: torch.Tensor, p: float) -> torch.Tensor:
     The CPU generator gives 64 random bits per integer draw ~5x faster than ``rand_like`` gives one
     float (both run serially, so on 2 threads the draws were a larger share still), and 16 bits per
     element are enough: the drop rate is ``p`` rounded to a multiple of 2⁻¹⁶ (0.2 -> 0.199997), and
-    the kept values are scaled by the rounded rate, so the mean is kept exactly.
+    the kept values are scaled by the rounded rate, so the mean is kept (to the precision of ``x``'s
+    dtype: in bf16 the scale itself rounds, 0.2's to exactly 1.25).
     """
     dropped = round(p * 2**16)
     words = torch.empty((x.numel() + 3) // 4, dtype=torch.int64, device=x.device).random_(-(2**63), None)

@@ -99,17 +99,28 @@ def co_allocation(allocation: torch.Tensor) -> torch.Tensor:
     return allocation.transpose(1, 2) @ allocation
 
 
-def fine_loss(id_allocation: torch.Tensor, mm_allocation: torch.Tensor, mask: torch.Tensor, form: str = "mse") -> torch.Tensor:
+def fine_loss(
+    id_allocation: torch.Tensor, mm_allocation: torch.Tensor, mask: torch.Tensor, form: str = "mse", fused: bool = False
+) -> torch.Tensor:
     """Distance between the two views' co-allocation matrices, averaged over users.
 
     ``mse``: ||C^ID − C^MM||_F² / n², n = the user's number of real tokens (padding columns of the
     allocations are zero, so padding never counts). ``cosine``: 1 − cos(C^ID, C^MM) (flattened).
     Both are 0 for identical allocations and invariant to permuting either view's interests.
+    ``fused`` (``mse`` only; the CPU autocast path's): the same distance from [K, K] Gram matrices,
+    ``||AᵀA − MᵀM||² = ||AAᵀ||² − 2||AMᵀ||² + ||MMᵀ||²``, instead of [n, n] co-allocations; in
+    float64, as the three terms nearly cancel where the views agree.
     """
     if form not in FINE_FORMS:
         raise ValueError(f"model.bivrec.fine_form must be one of {FINE_FORMS}, got {form!r}")
+    n_tokens = mask.sum(1).clamp(min=1).float()
+    if fused and form == "mse":
+        k = id_allocation.shape[1]
+        both = torch.cat([id_allocation, mm_allocation], 1).double()
+        squared = (both @ both.transpose(1, 2)).square()  # [B, 2K, 2K]: blocks AAᵀ, AMᵀ / MAᵀ, MMᵀ
+        distance = squared[:, :k, :k].sum((1, 2)) - 2 * squared[:, :k, k:].sum((1, 2)) + squared[:, k:, k:].sum((1, 2))
+        return (distance.float() / n_tokens**2).mean()
     c_id, c_mm = co_allocation(id_allocation.float()), co_allocation(mm_allocation.float())
     if form == "mse":
-        n_tokens = mask.sum(1).clamp(min=1).float()
         return (((c_id - c_mm) ** 2).sum((1, 2)) / n_tokens**2).mean()
     return (1 - F.cosine_similarity(c_id.flatten(1), c_mm.flatten(1), dim=1, eps=1e-8)).mean()

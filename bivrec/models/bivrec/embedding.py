@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bivrec.models.layers import FastDropout
+from bivrec.models.layers import FastDropout, cpu_autocast
 
 
 class MultiScaleEmbedding(nn.Module):
@@ -60,5 +60,8 @@ class MultiScaleEmbedding(nn.Module):
             tokens.append(patches)
             masks.append(patch_mask)
             positions.append((from_recent * size + (size - 1) / 2) / self.max_len)
-        tokens = self.dropout(self.norm(torch.cat(tokens, 1)))
-        return tokens, torch.cat(masks, 1), torch.cat(positions).to(tokens.dtype)
+        tokens = self.norm(torch.cat(tokens, 1))
+        positions = torch.cat(positions).to(tokens.dtype)
+        if cpu_autocast(tokens):  # they only feed the decomposition's low-precision products: cast before
+            tokens = tokens.to(torch.get_autocast_dtype("cpu"))  # the dropout, whose mask is cheaper there
+        return self.dropout(tokens), torch.cat(masks, 1), positions

@@ -201,7 +201,7 @@ class BiVRec(Recommender):
             total = total + self.coarse_weight * terms["coarse"]
         if self.cross_view and self.fine_weight > 0:
             with full_precision:
-                terms["fine"] = fine_loss(outputs["id"][1], outputs["mm"][1], outputs["id"][2], self.fine_form)
+                terms["fine"] = fine_loss(outputs["id"][1], outputs["mm"][1], outputs["id"][2], self.fine_form, fused=low_precision)
             total = total + self.fine_weight * terms["fine"]
         return total, {name: float(value.detach()) for name, value in terms.items()}
 
