@@ -13,7 +13,7 @@ from helpers import bivrec_cfg, cyclic_data, random_features
 from bivrec.config import ParamsError
 from bivrec.models import build_model
 from bivrec.models.bivrec.cross_view import FusedInfoNCE, coarse_loss, fine_loss
-from bivrec.models.bivrec.decomposition import attention_logits
+from bivrec.models.bivrec.decomposition import TokenProducts, attention_logits, attend_values
 from bivrec.models.layers import Dropout, FastDropout, LowPrecisionSoftmaxCrossEntropy, SoftmaxCrossEntropy, low_precision_dropout
 from bivrec.train import amp_context, cpu_has_bf16, fit
 
@@ -185,10 +185,26 @@ def test_fused_infonce_hand_computed_value_and_where_it_does_not_apply(monkeypat
     assert not applied
 
 
-def test_shared_queries_give_the_expanded_queries_logits():
+def test_merged_token_products_give_autograds_values_and_gradients():
+    # the decomposition's pattern: shared queries' logits, pooling, per-user queries from the pooled
+    # values, their logits and pooling; only the tokens' gradient is computed differently
     torch.manual_seed(0)
-    key, queries, tokens = torch.nn.Linear(8, 8), torch.randn(1, 4, 8), torch.randn(3, 7, 8)
-    torch.testing.assert_close(attention_logits(queries, key, tokens), attention_logits(queries.expand(3, -1, -1), key, tokens))
+    key, value = torch.nn.Linear(8, 8), torch.nn.Linear(8, 8)
+    tokens, shared = torch.randn(5, 7, 8), torch.randn(1, 4, 8)
+
+    def outputs_and_gradients(merge: bool):
+        x, q = tokens.clone().requires_grad_(), shared.clone().requires_grad_()
+        products = TokenProducts(x, merge)
+        pooled = attend_values(torch.softmax(attention_logits(q, key, products), -1), value, products)
+        out = attend_values(torch.softmax(attention_logits(pooled + q, key, products), -1), value, products)
+        grads = torch.autograd.grad(out.square().sum(), [x, q, key.weight, value.weight])
+        assert not products.pending  # the collecting product used every factor
+        return out, *grads
+
+    for got, expected in zip(outputs_and_gradients(merge=True), outputs_and_gradients(merge=False)):
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    expanded = TokenProducts(tokens).logits(shared.expand(5, -1, -1))
+    torch.testing.assert_close(TokenProducts(tokens).logits(shared), expanded)  # shared queries = expanded ones
 
 
 @pytest.mark.parametrize("noise", [0.01, 1.0])  # views that nearly agree (the Gram terms nearly cancel) or differ

@@ -63,7 +63,73 @@ class GaussianCentres(nn.Module):
         return torch.sigmoid(centre), F.softplus(raw_sigma) + _MIN_SIGMA
 
 
-def attention_logits(queries: torch.Tensor, key: nn.Linear, tokens: torch.Tensor) -> torch.Tensor:
+class TokenProducts:
+    """One view's tokens [B, n, d] as the decomposition multiplies them: with projected queries
+    (attention logits) and with attention weights (pooling).
+
+    With ``merge`` (the CPU autocast path) no product computes its own gradient with respect to the
+    tokens: each leaves its two factors, and the first product of the forward pass, whose backward
+    runs last (every later product depends on it), sums them in one batched product, a
+    [B, n, 4K] x [B, 4K, d] instead of four with K inner terms and three additions of bf16
+    [B, n, d] gradients. Without it, plain autograd products (the fp32 path, unchanged).
+    """
+
+    def __init__(self, tokens: torch.Tensor, merge: bool = False):
+        self.tokens, self.merge = tokens, merge
+        self.pending: list[tuple[torch.Tensor, torch.Tensor]] = []  # (a, b) pairs: the tokens' gradient is Σ aᵀ b
+        self.collector_made = False
+
+    def logits(self, projected: torch.Tensor) -> torch.Tensor:
+        """``projected`` queries [B, K, d] (or [1, K, d], shared by all users) · tokens -> [B, K, n]."""
+        if self.merge:
+            return _MergedTokenProduct.apply(projected.to(self.tokens.dtype), self.tokens, self, False)
+        if projected.shape[0] == 1:  # the same queries for every user: one [B·n, d] x [d, K] product
+            return (self.tokens @ projected[0].T).transpose(1, 2).contiguous()
+        return (self.tokens @ projected.transpose(1, 2)).transpose(1, 2).contiguous()
+
+    def pool(self, weights: torch.Tensor) -> torch.Tensor:
+        """Weights [B, K, n] · tokens -> [B, K, d]."""
+        weights = weights.to(self.tokens.dtype)
+        return _MergedTokenProduct.apply(weights, self.tokens, self, True) if self.merge else weights @ self.tokens
+
+
+class _MergedTokenProduct(torch.autograd.Function):
+    """``left @ tokensᵀ`` (logits) or ``left @ tokens`` (pooling), with the tokens' gradient left to
+    ``TokenProducts``. Logits are taken as ``q Xᵀ`` here: their gradients ``G X`` and ``Gᵀ q`` then
+    come out in the fast layouts of the batched products."""
+
+    @staticmethod
+    def forward(ctx, left: torch.Tensor, tokens: torch.Tensor, products: TokenProducts, pooling: bool) -> torch.Tensor:
+        ctx.products, ctx.pooling, ctx.collects = products, pooling, not products.collector_made
+        products.collector_made = True
+        ctx.save_for_backward(left, tokens)
+        return left @ tokens if pooling else left @ tokens.transpose(1, 2)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        left, tokens = ctx.saved_tensors
+        products = ctx.products
+        if ctx.pooling:  # A X: dA = G Xᵀ, dX = Aᵀ G
+            grad_left = grad @ tokens.transpose(1, 2)
+            products.pending.append((left, grad))
+        else:  # q Xᵀ: dq = G X, dX = Gᵀ q
+            grad_left = grad @ tokens
+            if left.shape[0] == 1:  # shared queries
+                grad_left = grad_left.sum(0, keepdim=True)
+            products.pending.append((grad, left.expand(grad.shape[0], -1, -1)))
+        grad_tokens = None
+        if ctx.collects:
+            lefts, rights = zip(*products.pending)
+            products.pending.clear()
+            grad_tokens = torch.cat(lefts, 1).transpose(1, 2) @ torch.cat(rights, 1)
+        return grad_left, grad_tokens, None, None
+
+
+def as_products(tokens: torch.Tensor | TokenProducts) -> TokenProducts:
+    return tokens if isinstance(tokens, TokenProducts) else TokenProducts(tokens)
+
+
+def attention_logits(queries: torch.Tensor, key: nn.Linear, tokens: torch.Tensor | TokenProducts) -> torch.Tensor:
     """``q_k · (W_k x_j + b_k) / √d`` for projected queries [B, K, d] (or [1, K, d], shared by all
     users) and tokens [B, n, d] -> [B, K, n].
 
@@ -72,22 +138,21 @@ def attention_logits(queries: torch.Tensor, key: nn.Linear, tokens: torch.Tensor
     as ``tokens @ (q W_k)ᵀ`` so the tokens' gradient comes out in their own layout (through
     ``tokensᵀ`` it comes out transposed, and adding it to their other gradients is ~3x slower).
     """
-    if queries.shape[0] == 1:  # the same queries for every user: one [B·n, d] x [d, K] product
-        logits = (tokens @ (queries[0] @ key.weight).T).transpose(1, 2).contiguous()
-    else:
-        logits = (tokens @ (queries @ key.weight).transpose(1, 2)).transpose(1, 2).contiguous()
+    tokens = as_products(tokens)
+    logits = tokens.logits(queries @ key.weight)
     if key.bias is not None:
         logits = logits + (queries @ key.bias).unsqueeze(-1)
-    return logits / math.sqrt(tokens.shape[-1])
+    return logits / math.sqrt(tokens.tokens.shape[-1])
 
 
-def attend_values(weights: torch.Tensor, value: nn.Linear, tokens: torch.Tensor) -> torch.Tensor:
+def attend_values(weights: torch.Tensor, value: nn.Linear, tokens: torch.Tensor | TokenProducts) -> torch.Tensor:
     """``Σ_j A_kj (W_v x_j + b_v)`` for weights [B, K, n] and tokens [B, n, d] -> [B, K, d].
 
     Computed as ``W_v (Σ_j A_kj x_j) + (Σ_j A_kj) b_v``: the values are projected after pooling.
     """
-    weights = weights.to(tokens.dtype)
-    return F.linear(weights @ tokens, value.weight) + weights.sum(-1, keepdim=True) * value.bias
+    tokens = as_products(tokens)
+    weights = weights.to(tokens.tokens.dtype)
+    return F.linear(tokens.pool(weights), value.weight) + weights.sum(-1, keepdim=True) * value.bias
 
 
 class GaussianAttention(nn.Module):
@@ -210,6 +275,7 @@ class InterestDecomposition(nn.Module):
         low_precision = autocast_dtype(tokens.device)
         if low_precision is not None:  # the tokens only feed matrix products: cast once, not once per product
             tokens = tokens.to(low_precision)
+        tokens = TokenProducts(tokens, merge=cpu_autocast(tokens))
         log_prior = None
         if self.gaussian_attention is not None:
             queries, _ = self.gaussian_attention(queries, tokens, mask, positions)
