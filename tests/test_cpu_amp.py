@@ -14,7 +14,14 @@ from bivrec.config import ParamsError
 from bivrec.models import build_model
 from bivrec.models.bivrec.cross_view import FusedInfoNCE, coarse_loss, fine_loss
 from bivrec.models.bivrec.decomposition import TokenProducts, attention_logits, attend_values
-from bivrec.models.layers import Dropout, FastDropout, LowPrecisionSoftmaxCrossEntropy, SoftmaxCrossEntropy, low_precision_dropout
+from bivrec.models.layers import (
+    Dropout,
+    FastDropout,
+    LowPrecisionSoftmaxCrossEntropy,
+    SoftmaxCrossEntropy,
+    low_precision_dropout,
+    project_constant,
+)
 from bivrec.train import amp_context, cpu_has_bf16, fit
 
 CPU = torch.device("cpu")
@@ -223,3 +230,22 @@ def test_fused_fine_loss_equals_the_co_allocation_distance(noise):
     for got, expected in zip(loss_and_gradients(fused=True), loss_and_gradients(fused=False)):
         torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-9)
     assert float(fine_loss(allocations[0], allocations[0], mask, "mse", fused=True)) == pytest.approx(0, abs=1e-12)
+
+
+def test_projection_of_a_constant_table_equals_autocasts_linear():
+    torch.manual_seed(0)
+    linear, table = torch.nn.Linear(40, 8), torch.rand(30, 40)
+
+    def output_and_gradients(constant: bool):
+        linear.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = project_constant(table, linear) if constant else linear(table)
+        out.float().square().sum().backward()
+        return out, linear.weight.grad.clone(), linear.bias.grad.clone()
+
+    got, expected = output_and_gradients(constant=True), output_and_gradients(constant=False)
+    assert got[0].dtype == torch.bfloat16 and torch.equal(got[0], expected[0])
+    torch.testing.assert_close(got[1], expected[1], rtol=1e-2, atol=0)
+    # the bias gradient is summed in fp32 here (autocast sums the bf16 gradient in bf16)
+    torch.testing.assert_close(got[2], expected[2], rtol=1e-2, atol=0)
+    assert torch.equal(project_constant(table, linear), linear(table))  # outside autocast: the plain linear

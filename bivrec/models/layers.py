@@ -94,6 +94,31 @@ class LowPrecisionSoftmaxCrossEntropy(torch.autograd.Function):
         return grad_user, grad_items, None, None
 
 
+def project_constant(table: torch.Tensor, linear: nn.Linear) -> torch.Tensor:
+    """``linear(table)`` for an input that takes no gradient (a feature table); under CPU autocast by
+    ``ConstantInputLinear``, elsewhere plain ``linear``."""
+    return ConstantInputLinear.apply(table, linear.weight, linear.bias) if cpu_autocast(table) else linear(table)
+
+
+class ConstantInputLinear(torch.autograd.Function):
+    """``F.linear(x, weight, bias)`` with no gradient for ``x``. The weight gradient ``gᵀ x`` takes ``gᵀ``
+    made contiguous first: read through the transposed view, oneDNN's bf16 product with the
+    7,051 x 4,096 image table took ~1.5x as long (~10 vs ~6.6 ms)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        ctx.dtypes = weight.dtype, None if bias is None else bias.dtype
+        return F.linear(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (x,) = ctx.saved_tensors
+        grad_weight = (grad.T.contiguous() @ x.to(grad.dtype)).to(ctx.dtypes[0]) if ctx.needs_input_grad[1] else None
+        grad_bias = grad.float().sum(0).to(ctx.dtypes[1]) if ctx.dtypes[1] is not None and ctx.needs_input_grad[2] else None
+        return None, grad_weight, grad_bias
+
+
 def hard_readout(interests: torch.Tensor, target_emb: torch.Tensor) -> torch.Tensor:
     """ComiRec/MIND training readout: the interest [B, K, d] closest (inner product) to the target [B, d].
 

@@ -25,7 +25,7 @@ from bivrec.models.base import MODALITIES, Recommender, model_option
 from bivrec.models.bivrec.cross_view import COARSE_FORMS, FINE_FORMS, coarse_loss, fine_loss
 from bivrec.models.bivrec.decomposition import InterestDecomposition
 from bivrec.models.bivrec.embedding import MultiScaleEmbedding
-from bivrec.models.layers import Dropout, autocast_dtype, buffer_view, cpu_autocast, full_softmax_loss, hard_readout, init_weights, item_chunks, max_interest_scores
+from bivrec.models.layers import Dropout, autocast_dtype, buffer_view, cpu_autocast, full_softmax_loss, hard_readout, init_weights, item_chunks, max_interest_scores, project_constant
 
 VIEWS = {"id": ("id",), "mm": ("mm",), "both": ("id", "mm")}
 #: memory the fused readout may hold a user batch's scores of every item in (both views), to score once
@@ -165,7 +165,7 @@ class BiVRec(Recommender):
 
     def mm_item_table(self) -> torch.Tensor:
         """[N+1, d] projected, fused features of every item; a missing modality contributes 0, row 0 is 0."""
-        parts = [self.projections[m](self.feature_table(m)) * getattr(self, f"{m}_mask") for m in self.modalities]
+        parts = [project_constant(self.feature_table(m), self.projections[m]) * getattr(self, f"{m}_mask") for m in self.modalities]
         table = self.fuse(torch.cat(parts, 1)) if self.fuse is not None else torch.stack(parts).sum(0)
         return table * self.real_items
 
