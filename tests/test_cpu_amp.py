@@ -111,6 +111,31 @@ def test_cpu_amp_loss_and_gradients_track_fp32():
 
 
 @needs_bf16
+@pytest.mark.parametrize("overrides", [
+    {"gaussian_mode": "prior"}, {"gaussian": False}, {"cluster": False}, {"gaussian_centre": "token"},
+    {"fine_form": "cosine", "coarse_form": "official"}, {"cross_view_stop_gradient": "id", "fine_allocation": "hard"},
+])
+def test_cpu_amp_variants_track_fp32(overrides):
+    # every model variant through the autocast path's own formulations (shared queries, merged token
+    # products, fused or generic cross-view losses): the loss within bf16 rounding of fp32's
+    torch.manual_seed(0)
+    cfg = bivrec_cfg(dim=16, max_len=6, n_interests=2, patch_sizes=[1, 2]) | overrides
+    model = build_model("bivrec", 40, random_features(40), cfg).eval()
+    gen = torch.Generator().manual_seed(0)
+    history = torch.randint(1, 41, (32, 6), generator=gen) * (torch.rand(32, 6, generator=gen) < 0.8)
+    target = torch.randint(1, 41, (32,), generator=gen)
+    losses = []
+    for cpu_amp in (False, True):
+        model.zero_grad(set_to_none=True)
+        with amp_context(CPU, False, cpu_amp):
+            total, _ = model.loss(history, target)
+        total.backward()
+        assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+        losses.append(float(total.detach()))
+    assert losses[1] == pytest.approx(losses[0], rel=1e-2)
+
+
+@needs_bf16
 def test_cpu_amp_training_is_deterministic_and_validates_like_fp32():
     data = cyclic_data()
     amp_runs = [fit(bivrec(data.n_items), data, {**TRAIN, "cpu_amp": True}, EVAL, seed=3, progress=False) for _ in range(2)]
