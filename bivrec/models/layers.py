@@ -59,8 +59,9 @@ class LowPrecisionSoftmaxCrossEntropy(torch.autograd.Function):
     Autocast runs each step over the whole [B, N] matrix in memory (logits, their fp32 copy, the
     softmax, its scaled copy, its low-precision cast: ~0.3 GB of traffic per view at Baby scale). Here
     one product writes the low-precision logits, and a block of rows goes from them through the fp32
-    softmax to the stored gradient (in the logits' place) while it sits in the core's cache, and the loss scale is applied to the small [B, d] / [N, d] products instead of the [B, N] matrix
-    (exact for a power-of-two batch, as the mean's 1/B is).
+    softmax to the stored gradient (in the logits' place) while it sits in the core's cache; the loss
+    scale is applied to the small [B, d] / [N, d] products instead of the [B, N] matrix (exact for a
+    power-of-two batch, as the mean's 1/B is).
     """
 
     BLOCK_LOGITS = 2**19  # fp32 logits per block (2 MB): they stay in a core's L2 cache

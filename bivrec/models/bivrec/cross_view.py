@@ -54,8 +54,9 @@ def coarse_loss(
 
 
 class FusedInfoNCE(torch.autograd.Function):
-    """``coarse_loss`` (``infonce`` form) of unit vectors [B, d] (rows: MM, columns: ID) in four passes
-    over the [B, B] logits instead of the ~15 of autograd's logsumexp over both axes.
+    """``coarse_loss`` (``infonce`` form) of unit vectors [B, d] (rows: MM, columns: ID) in a few passes
+    over the [B, B] logits (forward: shift and exponential, row and column sums; backward: one scaling)
+    instead of the ~15 of autograd's logsumexp over both axes.
 
     Cosines are at most 1, so no logit exceeds 1/τ: ``exp(s − 1/τ)`` needs no max pass and is shared by
     both directions, and its smallest value, ``exp(−2/τ)``, stays a normal fp32 number for

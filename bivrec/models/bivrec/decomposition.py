@@ -126,6 +126,7 @@ class _MergedTokenProduct(torch.autograd.Function):
 
 
 def as_products(tokens: torch.Tensor | TokenProducts) -> TokenProducts:
+    """Plain tensors as unmerged ``TokenProducts``."""
     return tokens if isinstance(tokens, TokenProducts) else TokenProducts(tokens)
 
 
@@ -134,9 +135,10 @@ def attention_logits(queries: torch.Tensor, key: nn.Linear, tokens: torch.Tensor
     users) and tokens [B, n, d] -> [B, K, n].
 
     Computed as ``(q_k W_k) · x_j + q_k · b_k``: the K queries are mapped into token space instead of
-    projecting all n tokens (K ≪ n), the same numbers for a fraction of the work. The product is taken
-    as ``tokens @ (q W_k)ᵀ`` so the tokens' gradient comes out in their own layout (through
-    ``tokensᵀ`` it comes out transposed, and adding it to their other gradients is ~3x slower).
+    projecting all n tokens (K ≪ n), the same numbers for a fraction of the work. With plain tokens the
+    product is taken as ``tokens @ (q W_k)ᵀ`` so the tokens' gradient comes out in their own layout
+    (through ``tokensᵀ`` it comes out transposed, and adding it to their other gradients is ~3x
+    slower); merged ``TokenProducts`` compute that gradient themselves.
     """
     tokens = as_products(tokens)
     logits = tokens.logits(queries @ key.weight)

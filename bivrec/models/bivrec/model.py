@@ -25,7 +25,18 @@ from bivrec.models.base import MODALITIES, Recommender, model_option
 from bivrec.models.bivrec.cross_view import COARSE_FORMS, FINE_FORMS, coarse_loss, fine_loss
 from bivrec.models.bivrec.decomposition import InterestDecomposition
 from bivrec.models.bivrec.embedding import MultiScaleEmbedding
-from bivrec.models.layers import Dropout, autocast_dtype, buffer_view, cpu_autocast, full_softmax_loss, hard_readout, init_weights, item_chunks, max_interest_scores, project_constant
+from bivrec.models.layers import (
+    Dropout,
+    autocast_dtype,
+    buffer_view,
+    cpu_autocast,
+    full_softmax_loss,
+    hard_readout,
+    init_weights,
+    item_chunks,
+    max_interest_scores,
+    project_constant,
+)
 
 VIEWS = {"id": ("id",), "mm": ("mm",), "both": ("id", "mm")}
 #: memory the fused readout may hold a user batch's scores of every item in (both views), to score once
