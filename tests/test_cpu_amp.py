@@ -14,6 +14,7 @@ from bivrec.config import ParamsError
 from bivrec.models import build_model
 from bivrec.models.bivrec.cross_view import FusedInfoNCE, coarse_loss, fine_loss
 from bivrec.models.bivrec.decomposition import TokenProducts, attention_logits, attend_values
+from bivrec.models.bivrec.embedding import MultiScaleEmbedding
 from bivrec.models.layers import (
     Dropout,
     FastDropout,
@@ -274,3 +275,24 @@ def test_projection_of_a_constant_table_equals_autocasts_linear():
     # the bias gradient is summed in fp32 here (autocast sums the bf16 gradient in bf16)
     torch.testing.assert_close(got[2], expected[2], rtol=1e-2, atol=0)
     assert torch.equal(project_constant(table, linear), linear(table))  # outside autocast: the plain linear
+
+
+@pytest.mark.parametrize("length", [8, 7])  # 7: the patches of 2 and 4 items start in left padding
+def test_patch_sums_by_product_equal_the_per_scale_sums(length):
+    torch.manual_seed(0)
+    embed = MultiScaleEmbedding(dim=8, max_len=8, patch_sizes=[1, 2, 4], dropout=0.0)
+    items, readout = torch.randn(5, length, 8), torch.randn(5, 15, 8)
+    item_mask = torch.arange(length).expand(5, -1) >= torch.tensor([[0], [2], [3], [5], [length - 1]])
+
+    def outputs_and_gradients(by_product: bool):
+        embed.zero_grad()
+        vecs = items.clone().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=by_product):
+            tokens, mask, positions = embed(vecs, item_mask)
+        (tokens.float() * readout[:, : tokens.shape[1]]).sum().backward()  # not a squared sum: LayerNorm keeps that constant
+        return tokens.detach().float(), mask, positions, vecs.grad, embed.position.weight.grad, embed.scale.weight.grad
+
+    got, expected = outputs_and_gradients(by_product=True), outputs_and_gradients(by_product=False)
+    assert torch.equal(got[1], expected[1]) and torch.equal(got[2], expected[2])
+    for a, b in zip(got[:1] + got[3:], expected[:1] + expected[3:]):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-2 * float(b.abs().max()))  # tokens in bf16 there

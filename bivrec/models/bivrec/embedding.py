@@ -43,24 +43,37 @@ class MultiScaleEmbedding(nn.Module):
         if length > self.max_len:
             raise ValueError(f"history has {length} positions, more than model.max_len={self.max_len}")
         item_vecs = item_vecs * item_mask.unsqueeze(-1).to(item_vecs.dtype)  # padding contributes 0
-        tokens, masks, positions = [], [], []
+        # CPU autocast path: every patch sum from one product with an [n, L] 0/1 matrix (fp32, exact
+        # sums) instead of per-scale views, sums, additions and a concatenation, forward and backward
+        by_product = cpu_autocast(item_vecs)
+        tokens, masks, positions, offsets, summing = [], [], [], [], []
         for scale_index, size in enumerate(self.patch_sizes):
             n_patches = math.ceil(length / size)
             pad = n_patches * size - length
+            from_recent = torch.arange(n_patches - 1, -1, -1, device=item_vecs.device)
+            offsets.append(self.position(from_recent) + self.scale.weight[scale_index])
             if size == 1:  # the items themselves
                 patches, patch_mask = item_vecs, item_mask
             else:
-                # F.pad copies even when it adds nothing (pad 0: the length is a multiple of the size)
-                padded_vecs = F.pad(item_vecs, (0, 0, pad, 0)) if pad else item_vecs
                 padded_mask = F.pad(item_mask, (pad, 0)) if pad else item_mask
-                patches = padded_vecs.view(item_vecs.shape[0], n_patches, size, -1).sum(2)
                 patch_mask = padded_mask.view(item_mask.shape[0], n_patches, size).any(2)
-            from_recent = torch.arange(n_patches - 1, -1, -1, device=item_vecs.device)
-            patches = patches + (self.position(from_recent) + self.scale.weight[scale_index])  # one pass over [B, n, d]
-            tokens.append(patches)
+                if not by_product:
+                    # F.pad copies even when it adds nothing (pad 0: the length is a multiple of the size)
+                    padded_vecs = F.pad(item_vecs, (0, 0, pad, 0)) if pad else item_vecs
+                    patches = padded_vecs.view(item_vecs.shape[0], n_patches, size, -1).sum(2)
+            if by_product:
+                patch_of_item = (torch.arange(length, device=item_vecs.device) + pad) // size
+                summing.append(patch_of_item == torch.arange(n_patches, device=item_vecs.device).unsqueeze(1))
+            else:
+                tokens.append(patches + offsets[-1])  # one pass over [B, n, d]
             masks.append(patch_mask)
             positions.append((from_recent * size + (size - 1) / 2) / self.max_len)
-        tokens = self.norm(torch.cat(tokens, 1))
+        if by_product:
+            with torch.autocast("cpu", enabled=False):
+                tokens = torch.matmul(torch.cat(summing).to(item_vecs.dtype), item_vecs) + torch.cat(offsets)
+        else:
+            tokens = torch.cat(tokens, 1)
+        tokens = self.norm(tokens)
         positions = torch.cat(positions).to(tokens.dtype)
         if cpu_autocast(tokens):  # they only feed the decomposition's low-precision products: cast before
             tokens = tokens.to(torch.get_autocast_dtype("cpu"))  # the dropout, whose mask is cheaper there
