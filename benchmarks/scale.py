@@ -73,16 +73,16 @@ def run_stage(stage: str, work: Path, users: int, threads: int, steps: int) -> d
     params = _params(users)
     raw, data = work / "raw", work / "data"
     if stage == "generate":
-        from bivrec.data.synthetic import generate
+        from bivrec.data.download import download
 
         started, cpu_started = time.perf_counter(), time.process_time()
-        generate(params["data"][DATASET], params["seed"], raw)
+        download(DATASET, params["data"][DATASET], raw)  # the pipeline's download stage: generated, with the entry's generator seed
         return {"seconds": time.perf_counter() - started, "cpu_seconds": time.process_time() - cpu_started}
     if stage == "preprocess":
         from bivrec.data.preprocess import preprocess
 
         started, cpu_started = time.perf_counter(), time.process_time()
-        stats = preprocess(DATASET, params["data"][DATASET], params["split"], params["seed"], raw, data)
+        stats = preprocess(DATASET, params["data"][DATASET], params["split"], raw, data)
         return {"seconds": time.perf_counter() - started, "cpu_seconds": time.process_time() - cpu_started, "stats": stats}
 
     from bivrec.data.dataset import load_dataset
@@ -150,7 +150,10 @@ def main() -> None:
             shutil.rmtree(args.work / "data", ignore_errors=True)  # preprocess writes it afresh
         child = [sys.executable, __file__, "--stage", stage, "--work", str(args.work), "--users", str(args.users),
                  "--threads", str(args.threads), "--steps", str(args.steps)]
-        out = json.loads(subprocess.run(child, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
+        finished = subprocess.run(child, capture_output=True, text=True)
+        if finished.returncode != 0:
+            sys.exit(f"scale.py: stage {stage} failed (exit {finished.returncode}):\n{finished.stderr[-3000:]}")
+        out = json.loads(finished.stdout.strip().splitlines()[-1])
         print(stage, json.dumps(out), flush=True)
         rows.append((stage, out))
     print(f"\n| stage | wall s | CPU s | peak RSS (GB) | notes |  ({args.threads} threads, {args.users} users; CPU s = the stage's own CPU time, all threads)\n|---|---|---|---|---|")
