@@ -173,7 +173,7 @@ class GaussianAttention(nn.Module):
         self.norm_out = nn.LayerNorm(dim, eps=1e-12)
         self.dropout = Dropout(dropout)
 
-    def attention(self, queries: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    def attention(self, queries: torch.Tensor, tokens: TokenProducts, mask: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """[B, K, n] weights: each row sums to 1 over the real tokens."""
         normed = self.norm_queries(queries)
         logits = attention_logits(self.query(normed), self.key, tokens) + gaussian_log_prior(positions, *self.centres(normed))
@@ -271,13 +271,14 @@ class InterestDecomposition(nn.Module):
         self.cluster = ClusterAttention(dim, dropout, cluster, gumbel, gumbel_tau, cluster_resoftmax, allocation_hard)
 
     def forward(self, tokens: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        on_cpu_autocast = cpu_autocast(tokens)
         queries = self.interest_tokens.unsqueeze(0)
-        if not cpu_autocast(tokens):  # the CPU autocast path broadcasts the shared queries instead
+        if not on_cpu_autocast:  # the CPU autocast path broadcasts the shared queries instead
             queries = queries.expand(tokens.shape[0], -1, -1).to(tokens.dtype)
         low_precision = autocast_dtype(tokens.device)
         if low_precision is not None:  # the tokens only feed matrix products: cast once, not once per product
             tokens = tokens.to(low_precision)
-        tokens = TokenProducts(tokens, merge=cpu_autocast(tokens))
+        tokens = TokenProducts(tokens, merge=on_cpu_autocast)
         log_prior = None
         if self.gaussian_attention is not None:
             queries, _ = self.gaussian_attention(queries, tokens, mask, positions)
